@@ -1,0 +1,28 @@
+"""DVC stage `data`: dataset → prepared uint8 train/val/test tensors + metrics/data.json."""
+
+import argparse
+import logging
+from pathlib import Path
+
+from stages._common import PARAMS, run_stage
+from tost import config, data
+from tost.io import write_json
+
+log = logging.getLogger("stages.data")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    args = ap.parse_args(argv)
+    p = config.load(PARAMS)
+    d = p.data
+    prepared = data.prepare(d.name, Path(d.root), d.download, d.val_fraction, d.test_fraction, p.seed)
+    meta = data.save_prepared(prepared, args.out)
+    write_json(args.metrics, {"dataset": d.name, **meta})
+    log.info("data: %s train/val/test = %s", d.name, meta.get("sizes"))
+
+
+if __name__ == "__main__":
+    run_stage(main)

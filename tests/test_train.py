@@ -1,0 +1,141 @@
+"""The training loop: learns, keeps the mask, is reproducible, resumes, and stops on NaN."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tests.conftest import tiny_prepared
+from tost import config
+from tost.errors import TrainingError
+from tost.loader import DeviceLoader, random_crop_flip
+from tost.models import build
+from tost.runtime import Runtime
+from tost.sparsity.mask import Mask, prunable
+from tost.train import Trainer, fit
+
+
+@pytest.fixture
+def params(raw_params):
+    raw_params["train"].update(epochs=3, batch_size=16, eval_batch_size=64, lr=0.05)
+    return config.parse(raw_params)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return build("resnet20", 4, (1, 8, 8), 4)
+
+
+def _mask(net, sparsity=0.8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Mask({n: torch.rand(w.shape, generator=g) >= sparsity for n, w in prunable(net).items()})
+
+
+def test_fit_learns_and_keeps_the_mask(params, tiny_data):
+    net = _net()
+    mask = _mask(net)
+    cfg = dataclasses.replace(params.train, epochs=6)
+    res = fit(net, mask, tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+    assert mask.violations(prunable(res.model)) == {}
+    assert res.summary["sparsity"] == pytest.approx(mask.stats().sparsity, abs=1e-6)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert res.summary["final_test_acc"] > 40.0  # 4 classes: chance is 25 %
+    assert len(res.history) == 6
+    assert {"epoch", "lr", "val_acc", "test_acc", "train_loss"} <= set(res.history[0])
+
+
+def test_same_seed_same_result(params, tiny_data):
+    runs = [
+        fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=3)
+        for _ in range(2)
+    ]
+    for a, b in zip(runs[0].history, runs[1].history, strict=True):
+        assert a["train_loss"] == b["train_loss"]
+        assert a["test_acc"] == b["test_acc"]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(params, tiny_data, tmp_path):
+    full = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=1)
+    resume = tmp_path / "resume.pt"
+    t = Trainer(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), 1)
+    from tost.io import save_tensors
+
+    for _ in range(2):  # killed after two of three epochs
+        t.run_epoch()
+    save_tensors(resume, t.state("run"))
+    res = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=1,
+              resume=resume, fingerprint="run")  # fmt: skip
+    assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in full.history]
+    assert res.summary["final_test_acc"] == full.summary["final_test_acc"]
+    for a, b in zip(res.model.state_dict().values(), full.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not resume.exists()  # consumed once the run finished
+
+
+def test_resume_file_from_another_run_is_ignored(params, tiny_data, tmp_path):
+    resume = tmp_path / "resume.pt"
+    t = Trainer(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), 1)
+    t.run_epoch()
+    from tost.io import save_tensors
+
+    save_tensors(resume, t.state("other-run"))
+    res = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=1,
+              resume=resume, fingerprint="this-run")  # fmt: skip
+    assert len(res.history) == params.train.epochs
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(params, tiny_data):
+    cfg = dataclasses.replace(params.train, lr=1e6, weight_decay=0.0)
+    with pytest.raises(TrainingError, match=r"non-finite at epoch \d+, step \d+"):
+        fit(_net(), _mask(_net(), 0.0), tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+
+
+def test_batch_larger_than_dataset_is_refused(params, tiny_data):
+    cfg = dataclasses.replace(params.train, batch_size=10_000)
+    with pytest.raises(TrainingError, match="train.batch_size"):
+        fit(_net(), _mask(_net()), tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+
+
+def test_cuda_requested_without_gpu_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(TrainingError, match="train.device=cuda"):
+        Runtime.detect("cuda", True, True, False)
+
+
+def test_multistep_schedule_drops_lr_at_milestones(params, tiny_data):
+    cfg = dataclasses.replace(params.train, epochs=4, schedule="multistep", milestones=(1, 3), gamma=0.1)
+    res = fit(_net(), _mask(_net()), tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+    lrs = [r["lr"] for r in res.history]
+    assert lrs == pytest.approx([0.05, 0.005, 0.005, 0.0005])
+
+
+def test_device_augmentation_crops_and_flips_like_torchvision():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    seen_shift, seen_flip = False, False
+    for _ in range(50):
+        out = random_crop_flip(x, 1, True, g)
+        assert out.shape == x.shape and out.dtype == torch.uint8
+        for i in range(2):
+            o = out[i, 0]
+            padded = torch.nn.functional.pad(x[i, 0], (1, 1, 1, 1))
+            windows = [padded[r : r + 4, c : c + 4] for r in range(3) for c in range(3)]
+            match = [w for w in windows if torch.equal(o, w) or torch.equal(o, w.flip(1))]
+            assert match, "every output is a padded crop of its input, possibly mirrored"
+            seen_shift |= not torch.equal(o, x[i, 0]) and not torch.equal(o, x[i, 0].flip(1))
+            seen_flip |= torch.equal(o, x[i, 0].flip(1))
+    assert seen_shift and seen_flip
+
+
+def test_device_loader_covers_the_split_once_per_epoch():
+    data = tiny_prepared(n=50)
+    loader = DeviceLoader(data.train, data.mean, data.std, 16, torch.device("cpu"), train=True, seed=0)
+    ys = torch.cat([y for _, y in loader])
+    assert len(loader) == 4
+    assert sorted(ys.tolist()) == sorted(data.train.y.tolist())
+    first = [y.clone() for _, y in loader]
+    second = [y.clone() for _, y in loader]
+    assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # reshuffled

@@ -1,0 +1,121 @@
+"""Activation statistics of a trained network: how many outputs of each nonlinearity are dead.
+
+A forward hook on every activation module records, over a few test batches, the mean and std of its
+outputs, the fraction that is exactly zero (dead ReLU outputs) and the fraction within `near_zero`
+of zero (the original code's |a| ≤ 0.01 measure), plus a sample of values for a histogram.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tost.runtime import Runtime
+
+ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.SiLU, nn.Mish, nn.GELU, nn.ELU, nn.LeakyReLU)
+SAMPLE_PER_LAYER = 20_000
+
+
+@dataclass
+class _Acc:
+    count: int = 0
+    total: float = 0.0
+    sq: float = 0.0
+    zeros: int = 0
+    near: int = 0
+    sample: list[Tensor] = field(default_factory=list)
+    sampled: int = 0
+
+
+def activation_sites(model: nn.Module) -> dict[str, nn.Module]:
+    """Every activation module by name; the models build one per nonlinearity site."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, ACTIVATIONS) or _is_act(m)}
+
+
+def _is_act(m: nn.Module) -> bool:
+    return bool(getattr(m, "is_activation", False))
+
+
+@torch.no_grad()
+def activation_stats(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    num_batches: int,
+    near_zero: float,
+    rt: Runtime,
+) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+    """Per-site statistics and a value sample per site, over the first `num_batches` batches."""
+    model.eval()
+    sites = activation_sites(model)
+    accs = {n: _Acc() for n in sites}
+
+    def hook_for(name: str):  # noqa: ANN202 - a forward hook
+        def hook(_m: nn.Module, _inp: tuple[Tensor, ...], out: Tensor) -> None:
+            a, v = accs[name], out.detach().float().reshape(-1)
+            a.count += v.numel()
+            a.total += float(v.double().sum())
+            a.sq += float((v.double() ** 2).sum())
+            a.zeros += int((v == 0).sum())
+            a.near += int((v.abs() <= near_zero).sum())
+            room = SAMPLE_PER_LAYER - a.sampled
+            if room > 0:
+                a.sample.append(v[:room].cpu())
+                a.sampled += min(room, v.numel())
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in sites.items()]
+    try:
+        for x, _y in itertools.islice(batches, num_batches):
+            with rt.autocast():
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    stats = {}
+    for n, a in accs.items():
+        mean = a.total / max(a.count, 1)
+        var = max(a.sq / max(a.count, 1) - mean**2, 0.0)
+        stats[n] = {
+            "mean": mean,
+            "std": var**0.5,
+            "zero_fraction": a.zeros / max(a.count, 1),
+            "near_zero_fraction": a.near / max(a.count, 1),
+            "values": a.count,
+        }
+    samples = {n: torch.cat(a.sample) if a.sample else torch.zeros(0) for n, a in accs.items()}
+    return stats, samples
+
+
+def plot_histograms(
+    samples: dict[str, Tensor], stats: dict[str, dict[str, float]], bins: int, path: Path
+) -> None:
+    """One small histogram per activation site, titled with its exactly-zero fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tost.io import atomic_path
+
+    names = list(samples)
+    cols = 4
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        v = samples[name].numpy()
+        ax.hist(v, bins=bins, color="#3b75af", log=True)
+        ax.set_title(f"{name}\nzero {100 * stats[name]['zero_fraction']:.1f}%", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle("activation values per site (log count)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

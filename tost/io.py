@@ -1,0 +1,88 @@
+"""Atomic artifact writes and the one safe `torch.load`.
+
+Every file the pipeline writes goes through `atomic_path`: it is written under a temporary name
+in the same directory and renamed into place, so a crash or a kill never leaves a half-written
+artifact that DVC or a later stage would trust. Every tensor file is read with
+`weights_only=True`, so a file from elsewhere can never run code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tost.errors import CheckpointError, TostError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise TostError(f"cannot write {target}: {err.strerror or err}") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise TostError(f"cannot write {target}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write JSON atomically, keys in insertion order, so diffs of metrics stay readable."""
+    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, with one clear error when it is missing or broken."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TostError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise TostError(f"{path}: not valid JSON ({err})") from None
+
+
+def save_tensors(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
+    """`torch.save` atomically; only plain containers of tensors and numbers should go in."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(obj), tmp)
+
+
+def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """The only `torch.load` of the project: weights_only, with one clear error per failure."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: file not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{p}: refused to load: the file holds Python objects other than tensors and plain "
+            f"containers, which could run code ({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{p}: not a readable torch file (truncated or corrupted?): {msg}") from None

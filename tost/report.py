@@ -1,0 +1,92 @@
+"""The result table and the accuracy-curve plot, built from the metrics files the stages wrote.
+
+Reads only small committed files (metrics/*.json, metrics/curves/*.csv), so `dvc exp show`, `git`
+and this report always agree on the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tost.io import atomic_path, read_json, write_text
+
+COLUMNS = {
+    "variant": "variant",
+    "method": "mask method",
+    "requested_sparsity": "requested sparsity",
+    "sparsity": "measured sparsity",
+    "test_acc": "test acc @ best val (%)",
+    "final_test_acc": "final test acc (%)",
+    "best_val_acc": "best val acc (%)",
+    "best_epoch": "best epoch",
+    "epochs": "epochs",
+    "train_seconds": "train time (s)",
+    "images_per_s": "images/s",
+    "dead_fraction": "dead activations",
+}
+
+
+def results_table(
+    variants: Sequence[str], mask_metrics: Path, train_dir: Path, analysis_dir: Path
+) -> pd.DataFrame:
+    """One row per variant: accuracies, sparsity (requested and measured), time, dead activations."""
+    mask = read_json(mask_metrics)
+    rows: list[dict[str, Any]] = []
+    for v in variants:
+        m = read_json(train_dir / f"{v}.json")
+        row = {"variant": v, "method": mask["method"], "requested_sparsity": mask["requested_sparsity"]}
+        row.update({k: m[k] for k in COLUMNS if k in m})
+        a_path = analysis_dir / f"{v}.json"
+        if a_path.exists():
+            row["dead_fraction"] = read_json(a_path)["mean_zero_fraction"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency), with a title and notes."""
+    head = [COLUMNS.get(c, c) for c in df.columns]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(df: pd.DataFrame, md_path: Path, csv_path: Path, title: str, notes: Sequence[str]) -> None:
+    """The table as markdown (for people) and CSV (for pandas), both written atomically."""
+    write_text(md_path, to_markdown(df, title, notes))
+    write_text(csv_path, df.to_csv(index=False, float_format="%.6g"))
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], path: Path, title: str) -> None:
+    """Test (solid) and validation (dashed) accuracy per epoch, one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (variant, df) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(df["epoch"], df["test_acc"], color=color, label=f"{variant} (test)")
+        ax.plot(df["epoch"], df["val_acc"], color=color, linestyle="--", alpha=0.6, label=f"{variant} (val)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,64 @@
+"""Where and how tensors run: device, autocast dtype, memory format, compile; and seeding.
+
+One `Runtime` value is passed explicitly (no module-global platform), and CPU and CUDA take the same
+code path: the device is a parameter, autocast is a no-op context on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tost.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The execution settings of one process."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def detect(cls, device: str, amp: bool, channels_last: bool, compile: bool) -> Runtime:
+        """Resolve `train.device` (auto → CUDA when present); bf16 autocast only on CUDA."""
+        if device == "cuda" and not torch.cuda.is_available():
+            raise TrainingError("train.device=cuda but no CUDA GPU is visible; use train.device=auto or cpu")
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        dev = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+        return cls(
+            device=dev,
+            amp_dtype=torch.bfloat16 if (amp and use_cuda) else None,
+            channels_last=channels_last,
+            compile=compile,
+        )
+
+    @classmethod
+    def cpu(cls) -> Runtime:
+        """Plain fp32 CPU execution (tests, analysis)."""
+        return cls(torch.device("cpu"), None, False, False)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA (no loss scaling needed), nothing elsewhere."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices); data order uses its own seeded generator."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

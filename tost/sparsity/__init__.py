@@ -1,0 +1,1 @@
+"""Masks, how they are chosen (methods), and how the chosen fraction is spread over rounds."""

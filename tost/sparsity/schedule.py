@@ -1,0 +1,73 @@
+"""Scores → masks with exact counts, and how a target sparsity is spread over pruning rounds.
+
+All functions here are pure (no model, no RNG), so the counting rules are tested on their own:
+- the number pruned is round(sparsity × count), globally or per layer, so the measured sparsity is
+  the requested one to within one weight (per layer for layerwise scope);
+- ties are broken by position (a stable sort), so a mask is bit-identical across runs;
+- weights pruned in an earlier round score -inf, so every round's mask is a subset of the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from tost.errors import MaskError
+from tost.sparsity.mask import Mask
+
+Scores = dict[str, Tensor]
+
+
+def round_sparsities(target: float, rounds: int) -> list[float]:
+    """Geometric schedule: each round keeps the same fraction (1-s)^(1/rounds) of what remains."""
+    return [1.0 - (1.0 - target) ** ((r + 1) / rounds) for r in range(rounds)]
+
+
+def _keep_top(flat: Tensor, n_keep: int) -> Tensor:
+    order = torch.argsort(flat, descending=True, stable=True)
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order[:n_keep]] = True
+    return keep
+
+
+def _prepared(scores: Mapping[str, Tensor], previous: Mask | None) -> dict[str, Tensor]:
+    out = {}
+    for name, s in scores.items():
+        s = s.detach().to("cpu", torch.float64).reshape(-1).clone()
+        if bool(torch.isnan(s).any()):
+            raise MaskError(f"scores for {name} contain NaN; the pruning method diverged")
+        if previous is not None:
+            s[~previous.tensors[name].reshape(-1)] = -torch.inf
+        out[name] = s
+    return out
+
+
+def select(
+    scores: Mapping[str, Tensor],
+    sparsity: float,
+    scope: Literal["global", "layerwise"],
+    previous: Mask | None = None,
+) -> Mask:
+    """Keep the highest scores so that round(sparsity × n) weights are pruned (globally or per layer)."""
+    flat = _prepared(scores, previous)
+    shapes = {n: s.shape for n, s in scores.items()}
+    if scope == "layerwise":
+        keep = {n: _keep_top(s, s.numel() - round(sparsity * s.numel())) for n, s in flat.items()}
+    else:
+        allscores = torch.cat(list(flat.values()))
+        total = allscores.numel()
+        kept = _keep_top(allscores, total - round(sparsity * total))
+        keep, offset = {}, 0
+        for n, s in flat.items():
+            keep[n] = kept[offset : offset + s.numel()]
+            offset += s.numel()
+    empty = [n for n, k in keep.items() if not bool(k.any())]
+    if empty:
+        raise MaskError(
+            f"sparsity {sparsity:.4f} ({scope}) leaves layer {empty[0]} with no weights "
+            f"({len(empty)} empty layer(s)); lower prune.sparsity or use prune.scope=layerwise"
+        )
+    return Mask({n: k.reshape(shapes[n]) for n, k in keep.items()})

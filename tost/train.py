@@ -1,0 +1,331 @@
+"""The one training loop, used by the train stage and by every method that trains a dense network.
+
+SGD with momentum and weight decay on every parameter, a per-epoch LR schedule (multistep as in the
+paper, or cosine), the mask enforced after every optimizer step by one fused multiply, and the tricks'
+hooks. Per-step numbers are accumulated on the device and read once per epoch, so a step never waits
+for the host. Validation and test accuracy are measured after every epoch; the reported accuracy is
+the test accuracy at the epoch of best validation accuracy (model selection on val, as upstream)
+and at the last epoch.
+
+A resume file, written atomically after every epoch, holds everything needed to continue after a
+kill (model, optimizer, scheduler, RNG and data-order states, history); continuing from it gives the
+same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tost.config import DataConfig, TrainConfig
+from tost.data import Prepared
+from tost.errors import MaskError, TrainingError
+from tost.io import load_tensors, save_tensors
+from tost.loader import DeviceLoader
+from tost.runtime import Runtime
+from tost.sparsity.mask import Enforcer, Mask, measured_stats
+from tost.tricks.base import Trick
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """The trained (plain, finished) model, one row per epoch, and the summary metrics."""
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    summary: dict[str, Any]
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch LR: ×gamma at each milestone (the paper's 90/135 of 182), or cosine to 0."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+
+
+def make_loaders(
+    data: Prepared, dcfg: DataConfig, cfg: TrainConfig, rt: Runtime, seed: int
+) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
+    """Train (augmented, shuffled with a seeded generator), val and test loaders on the device."""
+    if cfg.batch_size > data.train.y.numel():
+        raise TrainingError(
+            f"train.batch_size={cfg.batch_size} is larger than the training split "
+            f"({data.train.y.numel()} images); lower it"
+        )
+    common = {"mean": data.mean, "std": data.std, "device": rt.device, "memory_format": rt.memory_format}
+    train = DeviceLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        train=True,
+        crop_padding=dcfg.crop_padding,
+        flip=dcfg.flip,
+        seed=seed,
+        **common,
+    )
+    val = DeviceLoader(data.val, batch_size=cfg.eval_batch_size, train=False, **common)
+    test = DeviceLoader(data.test, batch_size=cfg.eval_batch_size, train=False, **common)
+    return train, val, test
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, rt: Runtime) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (%) over a split, one host read at the end."""
+    model.eval()
+    loss = torch.zeros((), device=rt.device)
+    correct = torch.zeros((), device=rt.device, dtype=torch.long)
+    for x, y in loader:
+        with rt.autocast():
+            logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = loader.num_images
+    return float(loss) / n, 100.0 * float(correct) / n
+
+
+def _loss_fn(tricks: Sequence[Trick]) -> Callable[[Tensor, Tensor, int, int], Tensor]:
+    """The first trick that defines a loss wins (variants are built so at most one does)."""
+
+    def loss(logits: Tensor, y: Tensor, epoch: int, epochs: int) -> Tensor:
+        for t in tricks:
+            out = t.loss(logits, y, epoch, epochs)
+            if out is not None:
+                return out
+        return F.cross_entropy(logits, y)
+
+    return loss
+
+
+def _rng_state() -> dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    _, np_mt, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": (version, torch.tensor(mt, dtype=torch.int64), gauss),
+        "numpy": (torch.from_numpy(np_mt.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    np_mt, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state(("MT19937", np_mt.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class Trainer:
+    """Holds the pieces of one training run so that epochs, checkpoints and resume share them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mask: Mask,
+        data: Prepared,
+        dcfg: DataConfig,
+        cfg: TrainConfig,
+        tricks: Sequence[Trick],
+        rt: Runtime,
+        seed: int,
+        name: str = "train",
+    ) -> None:
+        self.cfg, self.rt, self.tricks, self.name, self.seed = cfg, rt, list(tricks), name, seed
+        self.mask = mask
+        model = model.to(rt.device, memory_format=rt.memory_format)
+        self.train_loader, self.val_loader, self.test_loader = make_loaders(data, dcfg, cfg, rt, seed)
+        weights = self._weights(model)
+        mask.check(weights)
+        mask.apply_(weights)
+        for t in self.tricks:
+            model = t.prepare(model, mask, lambda: iter(self.train_loader))
+        self.model = model.to(rt.device, memory_format=rt.memory_format)
+        self.enforce = Enforcer(mask, self._weights(self.model))
+        self.opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+        self.sched = make_scheduler(self.opt, cfg)
+        self.forward = torch.compile(self.model) if rt.compile else self.model
+        self.loss = _loss_fn(self.tricks)
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.train_time = 0.0
+
+    def _weights(self, model: nn.Module) -> dict[str, Tensor]:
+        params = dict(model.named_parameters())
+        return {n: params[n] for n in self.mask.tensors if n in params}
+
+    def train_epoch(self) -> tuple[float, float, float]:
+        """One pass over the training split; returns mean loss, accuracy (%) and seconds."""
+        model, rt, epoch, epochs = self.model, self.rt, self.epoch, self.cfg.epochs
+        for t in self.tricks:
+            t.on_epoch_start(epoch, epochs, model)
+        model.train()
+        loss_sum = torch.zeros((), device=rt.device)
+        correct = torch.zeros((), device=rt.device, dtype=torch.long)
+        bad_step = torch.full((), -1, device=rt.device, dtype=torch.long)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(self.train_loader):
+            with rt.autocast():
+                logits = self.forward(x)
+            loss = self.loss(logits.float(), y, epoch, epochs)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
+            self.opt.step()
+            self.enforce()
+            detached = loss.detach()
+            # Remember the first non-finite step without a host sync; checked once per epoch.
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
+            loss_sum += detached * y.numel()
+            correct += (logits.detach().argmax(1) == y).sum()
+        n = self.train_loader.num_images
+        mean_loss, acc = float(loss_sum) / n, 100.0 * float(correct) / n
+        seconds = time.perf_counter() - start
+        if int(bad_step) >= 0:
+            raise TrainingError(
+                f"{self.name}: loss became non-finite at epoch {epoch + 1}, step {int(bad_step) + 1}; "
+                "the last good epoch's checkpoint is kept. Lower train.lr or set train.max_grad_norm"
+            )
+        return mean_loss, acc, seconds
+
+    def run_epoch(self) -> dict[str, float]:
+        lr = self.opt.param_groups[0]["lr"]
+        train_loss, train_acc, seconds = self.train_epoch()
+        self.sched.step()
+        self.train_time += seconds
+        val_loss, val_acc = evaluate(self.model, self.val_loader, self.rt)
+        test_loss, test_acc = evaluate(self.model, self.test_loader, self.rt)
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "seconds": seconds,
+            "images_per_s": self.train_loader.num_images / max(seconds, 1e-9),
+        }
+        self.history.append(row)
+        log.info(
+            "%s ep %d/%d loss %.3f acc %.1f%% val %.1f%% test %.1f%% lr %.4f %.2fs %.0f img/s",
+            self.name, self.epoch, self.cfg.epochs, train_loss, train_acc, val_acc, test_acc, lr,
+            seconds, row["images_per_s"],
+        )  # fmt: skip
+        return row
+
+    # -- resume --------------------------------------------------------------------------------------
+    def state(self, fingerprint: str) -> dict[str, Any]:
+        return {
+            "fingerprint": fingerprint,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "history": [dict(r) for r in self.history],
+            "train_time": self.train_time,
+            "data_rng": self.train_loader.generator.get_state(),
+            "rng": _rng_state(),
+            "tricks": [t.state() for t in self.tricks],
+        }
+
+    def load_state(self, state: dict[str, Any], fingerprint: str) -> bool:
+        """Continue from `state` if it belongs to this very run (same params and inputs)."""
+        if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.history = [dict(r) for r in state["history"]]
+        self.epoch, self.train_time = int(state["epoch"]), float(state["train_time"])
+        self.train_loader.generator.set_state(state["data_rng"])
+        _set_rng_state(state["rng"])
+        return True
+
+    def finish(self) -> FitResult:
+        """Run the tricks' `finish`, verify the mask on the final weights and summarise."""
+        model = self.model
+        for t in reversed(self.tricks):
+            model = t.finish(model)
+        weights = self._weights(model)
+        bad = self.mask.violations(weights)
+        if bad:
+            name, count = next(iter(bad.items()))
+            raise MaskError(f"{self.name}: {count} pruned weights of {name} are not 0 after training")
+        measured = measured_stats(weights)
+        best = max(self.history, key=lambda r: (r["val_acc"], -r["epoch"]))
+        last = self.history[-1]
+        images = self.train_loader.num_images * len(self.history)
+        summary: dict[str, Any] = {
+            "test_acc": best["test_acc"],
+            "final_test_acc": last["test_acc"],
+            "best_val_acc": best["val_acc"],
+            "best_epoch": int(best["epoch"]),
+            "final_val_acc": last["val_acc"],
+            "final_train_loss": last["train_loss"],
+            "sparsity": measured.sparsity,
+            "mask_sparsity": self.mask.stats().sparsity,
+            "epochs": len(self.history),
+            "train_seconds": self.train_time,
+            "images_per_s": images / max(self.train_time, 1e-9),
+            "device": str(self.rt.device),
+        }
+        for t in self.tricks:
+            summary.update(t.metrics())
+        if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
+            raise TrainingError(f"{self.name}: non-finite summary metrics: {summary}")
+        return FitResult(model=model, history=self.history, summary=summary)
+
+
+def fit(
+    model: nn.Module,
+    mask: Mask,
+    data: Prepared,
+    dcfg: DataConfig,
+    cfg: TrainConfig,
+    tricks: Sequence[Trick],
+    rt: Runtime,
+    seed: int,
+    name: str = "train",
+    resume: Path | None = None,
+    fingerprint: str = "",
+) -> FitResult:
+    """Train `model` under `mask` for `cfg.epochs`, resuming from `resume` when it holds a newer state."""
+    trainer = Trainer(model, mask, data, dcfg, cfg, tricks, rt, seed, name)
+    if resume is not None and resume.exists():
+        if trainer.load_state(load_tensors(resume, map_location=rt.device), fingerprint):
+            log.info("%s: resumed after epoch %d from %s", name, trainer.epoch, resume)
+        else:
+            log.info("%s: %s is from another run (params or inputs changed); starting over", name, resume)
+    while trainer.epoch < cfg.epochs:
+        trainer.run_epoch()
+        if resume is not None:
+            save_tensors(resume, trainer.state(fingerprint))
+    result = trainer.finish()
+    if resume is not None:
+        resume.unlink(missing_ok=True)  # the finished checkpoint is now the artifact
+    return result
