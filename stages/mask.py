@@ -14,7 +14,7 @@ from tost.io import save_tensors, write_json
 from tost.runtime import Runtime, seed_everything
 from tost.sparsity.methods import METHODS
 from tost.sparsity.methods.base import PruneContext
-from tost.train import make_loaders
+from tost.train import fit, make_loaders
 
 log = logging.getLogger("stages.mask")
 
@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     prune_train = dataclasses.replace(p.train, batch_size=p.prune.batch_size)
     train_loader, _, _ = make_loaders(prepared, p.data, prune_train, rt, p.seed)
     generator = torch.Generator().manual_seed(p.seed)
+
+    def train_fn(net, mask, epochs, name, on_epoch_end=None):  # noqa: ANN001, ANN202
+        cfg = dataclasses.replace(p.train, epochs=epochs)
+        return fit(net, mask, prepared, p.data, cfg, [], rt, p.seed, name=name, on_epoch_end=on_epoch_end)
+
     ctx = PruneContext(
         model=model.to(rt.device),
         sparsity=p.prune.sparsity,
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         batches=lambda: iter(train_loader),
         generator=generator,
         device=rt.device,
+        train=train_fn,
+        pretrain_epochs=p.prune.pretrain_epochs,
     )
     start = time.perf_counter()
     mask = METHODS[p.prune.method].find_mask(ctx, p.prune_options.get(p.prune.method))

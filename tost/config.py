@@ -74,6 +74,7 @@ class PruneConfig:
     include_last: bool
     batches: int
     batch_size: int
+    pretrain_epochs: int
     path: str
 
     def __post_init__(self) -> None:
@@ -88,6 +89,8 @@ class PruneConfig:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.batches < 1 or self.batch_size < 1:
             raise ValueError("batches and batch_size must be >= 1")
+        if self.pretrain_epochs < 1:
+            raise ValueError(f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
         if self.method == "file" and not self.path:
             raise ValueError("path: prune.method=file needs prune.path (a mask or checkpoint file)")
 

@@ -171,6 +171,14 @@ class Trainer:
         self.epoch = 0
         self.train_time = 0.0
 
+    def set_mask(self, mask: Mask) -> None:
+        """Switch to a new mask mid-training (gradual pruning): zero newly pruned weights from now on."""
+        weights = self._weights(self.model)
+        mask.check(weights)
+        mask.apply_(weights)
+        self.mask = mask
+        self.enforce = Enforcer(mask, weights)
+
     def _weights(self, model: nn.Module) -> dict[str, Tensor]:
         params = dict(model.named_parameters())
         return {n: params[n] for n in self.mask.tensors if n in params}
@@ -313,8 +321,13 @@ def fit(
     name: str = "train",
     resume: Path | None = None,
     fingerprint: str = "",
+    on_epoch_end: Callable[[Trainer], None] | None = None,
 ) -> FitResult:
-    """Train `model` under `mask` for `cfg.epochs`, resuming from `resume` when it holds a newer state."""
+    """Train `model` under `mask` for `cfg.epochs`, resuming from `resume` when it holds a newer state.
+
+    `on_epoch_end(trainer)` runs after every epoch; mask methods use it to snapshot weights (lottery
+    ticket rewinding) or to prune gradually (`trainer.set_mask`).
+    """
     trainer = Trainer(model, mask, data, dcfg, cfg, tricks, rt, seed, name)
     if resume is not None and resume.exists():
         if trainer.load_state(load_tensors(resume, map_location=rt.device), fingerprint):
@@ -323,6 +336,8 @@ def fit(
             log.info("%s: %s is from another run (params or inputs changed); starting over", name, resume)
     while trainer.epoch < cfg.epochs:
         trainer.run_epoch()
+        if on_epoch_end is not None:
+            on_epoch_end(trainer)
         if resume is not None:
             save_tensors(resume, trainer.state(fingerprint))
     result = trainer.finish()

@@ -25,6 +25,23 @@ log = logging.getLogger(__name__)
 Batch = tuple[Tensor, Tensor]
 
 
+class TrainFn(Protocol):
+    """Train `model` under `mask` for `epochs` with the train stage's own loop and settings.
+
+    Returns the loop's `FitResult` (trained model, per-epoch history, summary with accuracies);
+    `on_epoch_end(trainer)` may snapshot weights or call `trainer.set_mask` (gradual pruning).
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        mask: Mask,
+        epochs: int,
+        name: str,
+        on_epoch_end: Callable[[Any], None] | None = None,
+    ) -> Any: ...
+
+
 @dataclass
 class PruneContext:
     """The dense initialisation and everything a method may use to score it.
@@ -43,6 +60,8 @@ class PruneContext:
     batches: Callable[[], Iterator[Batch]]
     generator: torch.Generator
     device: torch.device
+    train: TrainFn
+    pretrain_epochs: int
     info: dict[str, Any] = field(default_factory=dict)  # extra metrics a method reports (mask.json)
 
     def weights(self, model: nn.Module | None = None) -> dict[str, Tensor]:
