@@ -1,0 +1,153 @@
+"""The DVC workflows a user relies on, run for real on a tiny copy of this repository.
+
+The copy holds the working tree's files (tracked and untracked, not ignored), its own git repo and
+DVC cache, and a params.yaml shrunk so that the whole pipeline runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="tost test",
+        GIT_AUTHOR_EMAIL="test@tost.local",
+        GIT_COMMITTER_NAME="tost test",
+        GIT_COMMITTER_EMAIL="test@tost.local",
+    )
+    return env
+
+
+def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def tiny_params(raw: dict) -> dict:
+    raw["model"]["width"] = 4
+    raw["train"].update(epochs=2, batch_size=128)
+    raw["prune"]["pretrain_epochs"] = 1
+    raw["prune"]["sparsity"] = 0.9
+    raw["analysis"]["batches"] = 1
+    return raw
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file() and not f.startswith(("metrics/", "dvc.lock")):
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    params = tiny_params(yaml.safe_load((dest / "params.yaml").read_text()))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(dest, "git", "init", "-q")
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "commit", "-qm", "tiny copy")
+    run(dest, "dvc", "repro")
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "commit", "-qm", "first repro")
+    return dest
+
+
+def _variants(repo: Path) -> list[str]:
+    return yaml.safe_load((repo / "params.yaml").read_text())["tricks"]["run"]
+
+
+def test_repro_builds_the_result_table(repo):
+    table = (repo / "metrics" / "results.md").read_text()
+    for v in _variants(repo):
+        assert f"| {v} |" in table
+        m = json.loads((repo / "metrics" / "train" / f"{v}.json").read_text())
+        assert 0.0 <= m["test_acc"] <= 100.0
+        assert m["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert (repo / "metrics" / "plots" / "accuracy.png").stat().st_size > 1000
+    assert (repo / "artifacts" / "mask.pt").is_file()
+
+
+def test_mask_sparsity_matches_request_within_one_weight_per_layer(repo):
+    m = json.loads((repo / "metrics" / "mask.json").read_text())
+    assert abs(m["sparsity"] - m["requested_sparsity"]) * m["total"] <= len(m["per_layer"])
+    assert m["method"] == "random"
+
+
+def test_second_repro_does_nothing(repo):
+    out = run(repo, "dvc", "repro").stdout
+    assert "Running stage" not in out
+
+
+def test_changing_sparsity_reruns_mask_and_after_but_not_data(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prune"]["sparsity"] = 0.8
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = run(repo, "dvc", "repro").stdout
+        assert "Running stage 'mask'" in out
+        assert "Running stage 'data'" not in out
+        for v in _variants(repo):
+            assert f"Running stage 'train@{v}'" in out
+        assert json.loads((repo / "metrics" / "mask.json").read_text())["sparsity"] == pytest.approx(
+            0.8, abs=1e-3
+        )
+        diff = run(repo, "dvc", "metrics", "diff", "--json").stdout
+        changed = json.loads(diff)
+        assert "metrics/mask.json" in changed
+    finally:
+        run(repo, "git", "checkout", "--", ".")
+        run(repo, "dvc", "checkout", "-q", check=False)
+
+
+def test_exp_run_with_a_set_param_and_exp_show(repo):
+    run(repo, "dvc", "exp", "run", "-n", "sp80", "-S", "prune.sparsity=0.8")
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert "sp80" in text
+    assert "test_acc" in text
+    diff = run(repo, "dvc", "metrics", "diff", "HEAD", "sp80", "--json").stdout
+    assert "test_acc" in diff or "sparsity" in diff
+
+
+def test_plots_show_renders(repo):
+    run(repo, "dvc", "plots", "show", "-o", "dvc_plots")
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "test_acc" in html or "curves" in html
+
+
+def test_bad_params_fail_with_one_line_before_any_work(repo):
+    params_text = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(params_text)
+    params["prune"]["sparsity"] = 1.5
+    params["data"]["val_fraction"] = 0.25  # data would rerun first if validation came late
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = (repo / "artifacts" / "data" / "train.pt").stat().st_mtime_ns
+    try:
+        proc = run(repo, "dvc", "repro", check=False)
+        assert proc.returncode != 0
+        errors = [
+            ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error: params.yaml")
+        ]
+        assert errors == ["error: params.yaml: prune.sparsity must be in [0, 1), got 1.5"]
+        assert (repo / "artifacts" / "data" / "train.pt").stat().st_mtime_ns == before
+    finally:
+        (repo / "params.yaml").write_text(params_text)
