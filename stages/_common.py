@@ -14,7 +14,7 @@ from torch import nn
 
 from tost import models
 from tost.config import Params
-from tost.errors import TostError
+from tost.errors import CheckpointError, TostError
 
 PARAMS = Path("params.yaml")
 
@@ -34,6 +34,28 @@ def run_stage(main: Callable[[], None]) -> None:
 
 def build_model(p: Params, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
     return models.build(p.model.arch, num_classes, shape, p.model.width)
+
+
+def load_weights(model: nn.Module, obj: Any, source: Path, p: Params) -> None:
+    """Load a tost init/checkpoint into `model`, refusing (in one line) one made for another model."""
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: not a tost init or checkpoint (no state_dict)")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [
+        f"{len(v)} {what} ({v[0]})"
+        for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
+        if v
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: does not fit model.arch={p.model.arch} width={p.model.width}: "
+            f"{', '.join(problems)}; was it made with other model settings?"
+        )
+    model.load_state_dict(state)
 
 
 def file_digest(path: Path) -> str:

@@ -3,9 +3,8 @@
 import argparse
 from pathlib import Path
 
-from stages._common import PARAMS, build_model, run_stage
+from stages._common import PARAMS, build_model, load_weights, run_stage
 from tost import analysis, config, data
-from tost.errors import CheckpointError
 from tost.io import load_tensors, write_json
 from tost.loader import DeviceLoader
 from tost.runtime import Runtime
@@ -21,13 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     rt = Runtime.detect(p.train.device, p.train.amp, False, False)
     prepared = data.load_prepared(args.data)
     model = build_model(p, prepared.num_classes, prepared.shape)
-    ckpt = load_tensors(args.ckpt)
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointError(
-            f"{args.ckpt}: does not fit model.arch={p.model.arch}: {str(err)[:200]}"
-        ) from None
+    load_weights(model, load_tensors(args.ckpt), args.ckpt, p)
     model.to(rt.device)
     loader = DeviceLoader(prepared.test, prepared.mean, prepared.std, p.train.eval_batch_size, rt.device,
                           train=False)  # fmt: skip

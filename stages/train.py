@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages._common import PARAMS, build_model, fingerprint, run_stage
+from stages._common import PARAMS, build_model, fingerprint, load_weights, run_stage
 from tost import config, data, train
-from tost.errors import CheckpointError
 from tost.io import load_tensors, save_tensors, write_json, write_text
 from tost.runtime import Runtime, seed_everything
 from tost.sparsity.mask import Mask
@@ -33,13 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(p.seed)
     prepared = data.load_prepared(args.data)
     model = build_model(p, prepared.num_classes, prepared.shape)
-    init = load_tensors(args.init)
-    try:
-        model.load_state_dict(init["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointError(
-            f"{args.init}: does not fit model.arch={p.model.arch}: {str(err)[:200]}"
-        ) from None
+    load_weights(model, load_tensors(args.init), args.init, p)
     mask, _ = Mask.load(args.mask)
     tricks = build_variant(args.variant, p.tricks.options)
     run_id = fingerprint(
