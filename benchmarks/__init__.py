@@ -1,0 +1,1 @@
+"""Speed measurements (plain scripts, never tests): python -m benchmarks.<name>."""

@@ -82,7 +82,8 @@ def sparse_model(arch: str, width: int, sparsity: float, seed: int) -> tuple[tor
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     ap.add_argument("--arch", default="resnet20")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--images", type=int, default=4096)
@@ -131,18 +132,18 @@ def main() -> None:
         num_classes=10, mean=MEAN, std=STD,
     )  # fmt: skip
     dcfg = DataConfig("digits", "", False, 0.1, 0.2, 4, True)
-    cfg = TrainConfig(epochs=args.epochs + 1, batch_size=args.batch_size, eval_batch_size=512, lr=0.1,
-                      momentum=0.9, nesterov=False, weight_decay=2e-4, schedule="cosine", milestones=(),
-                      gamma=0.1, device=args.device, amp=True, channels_last=args.channels_last, compile=args.compile,
-                      max_grad_norm=0.0)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=args.epochs + 1, batch_size=args.batch_size, eval_batch_size=512, lr=0.1, momentum=0.9,
+        nesterov=False, weight_decay=2e-4, schedule="cosine", milestones=(), gamma=0.1, device=args.device,
+        amp=True, channels_last=args.channels_last, compile=args.compile, max_grad_norm=0.0,
+    )  # fmt: skip
     net, mask = sparse_model(args.arch, args.width, 0.9, 0)
     trainer = Trainer(net, mask, data, dcfg, cfg, [], rt, 0, "bench")
     trainer.train_epoch()  # warm-up (and compilation)
     seconds = sum(trainer.train_epoch()[2] for _ in range(args.epochs))
     ours = args.images * args.epochs / seconds
-    print(
-        f"tost loop:           {ours:10.1f} images/s  (compile={args.compile}, channels_last={args.channels_last})"
-    )
+    flags = f"compile={args.compile}, channels_last={args.channels_last}"
+    print(f"tost loop:           {ours:10.1f} images/s  ({flags})")
     print(f"speed-up: {ours / up:.2f}x")
 
 

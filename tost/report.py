@@ -6,6 +6,7 @@ and this report always agree on the numbers.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path, title: str) -> None
         ax.plot(df["epoch"], df["val_acc"], color=color, linestyle="--", alpha=0.6, label=f"{variant} (val)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
