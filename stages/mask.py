@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -45,11 +46,13 @@ def main(argv: list[str] | None = None) -> None:
         scope=p.prune.scope,
         include_first=p.prune.include_first,
         include_last=p.prune.include_last,
-        batches=lambda: iter(train_loader),
+        batches=lambda: itertools.islice(train_loader, p.prune.batches),  # prune.batches of them
         generator=generator,
         device=rt.device,
         train=train_fn,
         pretrain_epochs=p.prune.pretrain_epochs,
+        input_shape=prepared.shape,
+        path=p.prune.path,
     )
     start = time.perf_counter()
     mask = METHODS[p.prune.method].find_mask(ctx, p.prune_options.get(p.prune.method))
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     stats = mask.stats()
     meta = {"method": p.prune.method, "arch": p.model.arch, "width": p.model.width, "scope": p.prune.scope}
     mask.save(args.mask, meta)
+    if ctx.rewind_state is not None:  # lt with rewind_epoch > 0: sparse training starts from there
+        init = {k: v.detach().to("cpu", copy=True) for k, v in ctx.rewind_state.items()}
     save_tensors(args.init, {"format": "tost-init/1", "arch": p.model.arch, "state_dict": init})
     write_json(
         args.metrics,

@@ -3,7 +3,8 @@
 A score-only method (`Scored`) supplies one function, scores = f(ctx, opts); `Scored.find_mask`
 does the rest, identically for every method: the rounds of the geometric schedule, each round
 scoring the network with the previous mask applied, global or layerwise exact top-k selection, and
-nesting. Methods that must train (lt, gmp) implement `find_mask` themselves.
+nesting. Methods with their own schedule (magnitude, gmp, lt train; synflow iterates; file reads a
+file) are a `Finder`: one `find(ctx, opts) -> Mask` function.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class PruneContext:
     train: TrainFn
     pretrain_epochs: int
     info: dict[str, Any] = field(default_factory=dict)  # extra metrics a method reports (mask.json)
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of an image: data-free methods (synflow)
+    path: str = ""  # prune.path: the file that `file` imports
+    # Set by a method that rewinds to trained weights (lt with rewind_epoch > 0): the mask stage saves
+    # this state dict as init.pt instead of the initialisation, so sparse training starts from it.
+    rewind_state: dict[str, Tensor] | None = None
 
     def weights(self, model: nn.Module | None = None) -> dict[str, Tensor]:
         """The prunable weights of `model` (default: the context's model) under the layer policy."""
@@ -98,3 +104,14 @@ class Scored:
             log.info("prune round %d/%d: sparsity %.4f", r + 1, ctx.rounds, mask.stats().sparsity)
         assert mask is not None  # rounds >= 1 is validated by the config
         return mask
+
+
+@dataclass(frozen=True)
+class Finder:
+    """A method that runs its own schedule (it trains, or iterates its scores): one find function."""
+
+    find: Callable[[PruneContext, Any], Mask]
+    options: type | None = None
+
+    def find_mask(self, ctx: PruneContext, opts: Any) -> Mask:
+        return self.find(ctx, opts)

@@ -1,0 +1,65 @@
+"""Gradual magnitude pruning (GMP, Zhu & Gupta 2017) during dense training; the mask restarts from init.
+
+ToST lists GMP among its masks but the original code has no implementation, so this follows Zhu &
+Gupta's cubic schedule s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t1 - t0))^3 with s_i = 0, applied at
+the end of every epoch t of the `prune.pretrain_epochs` dense run from t0 = start·E to t1 = end·E
+(`prune.gmp`). Each step prunes by |w| under the previous mask (masks nest) through
+`Trainer.set_mask`, so pruned weights stay exactly 0 for the rest of the run. The last epoch always
+lies at or after t1, so the final mask has exactly `prune.sparsity`. As for OMP, the train stage
+trains this mask from the original init. GMP's schedule is its own iteration: `prune.rounds` is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tost.sparsity.mask import Mask
+from tost.sparsity.methods.base import Finder, PruneContext
+from tost.sparsity.methods.magnitude import accuracy, magnitudes, train_dense
+from tost.sparsity.schedule import select
+
+
+@dataclass(frozen=True)
+class Options:
+    """When the cubic ramp starts and ends, as fractions of `prune.pretrain_epochs`."""
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.start <= self.end <= 1.0:
+            raise ValueError(
+                f"start must satisfy 0 <= start <= end <= 1, got start={self.start} end={self.end}"
+            )
+
+
+def cubic_sparsity(t: float, t0: float, t1: float, final: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta's sparsity at step t: `initial` until t0, cubic ramp, exactly `final` from t1 on."""
+    progress = float(t >= t0) if t1 <= t0 else min(max((t - t0) / (t1 - t0), 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+def find_mask(ctx: PruneContext, opts: Options) -> Mask:
+    """Train dense, pruning by |w| at the end of each epoch of the ramp; the last mask is the result."""
+    epochs = ctx.pretrain_epochs
+    t0, t1 = opts.start * epochs, opts.end * epochs
+    state = {"mask": Mask.ones(ctx.weights())}
+    schedule: list[float] = []
+
+    def prune(trainer: Any) -> None:  # runs after every epoch; trainer.epoch counts finished epochs
+        if trainer.epoch < t0:
+            return
+        s = cubic_sparsity(trainer.epoch, t0, t1, ctx.sparsity)
+        mask = select(magnitudes(ctx, trainer.model), s, ctx.scope, previous=state["mask"])
+        trainer.set_mask(mask)
+        state["mask"] = mask
+        schedule.append(mask.stats().sparsity)
+
+    result = train_dense(ctx, "gmp", on_epoch_end=prune)
+    ctx.info.update(accuracy(result.summary, "gmp"))  # the gradually pruned network, before the rewind
+    ctx.info["gmp_sparsity_per_epoch"] = schedule
+    return state["mask"]
+
+
+METHOD = Finder(find=find_mask, options=Options)

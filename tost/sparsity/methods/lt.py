@@ -1,0 +1,80 @@
+"""Lottery tickets by iterative magnitude pruning (IMP; Frankle & Carbin 2019, with rewinding).
+
+`prune.rounds` rounds of: train `prune.pretrain_epochs` epochs under the current mask → prune by |w|
+so that the sparsity after round r is 1 - (1-s)^(r/R) (nested, exact; global or layerwise) → rewind
+the surviving weights. Round 1 is the dense training. Rewinding goes to the initialisation
+(`prune.lt.rewind_epoch: 0`) or to the weights after K epochs of the first, dense training; in that
+case they are put in `ctx.rewind_state`, which the mask stage saves as init.pt so that the sparse
+training starts from them too. ToST (Jaiswal et al., ICML 2022) evaluates such tickets as one of its masks.
+
+Differences from the original LTH script: SGD and the train stage's loop instead of Adam; a
+geometric per-round rate that ends exactly at `prune.sparsity` instead of a fixed 20 % (or 10 %) of
+what remains; BatchNorm γ and biases are never pruned; no gradient "freezing" (the script's
+`w < 1e-6` test also froze every negative weight). Every round trains the full `pretrain_epochs`,
+also after a rewind to epoch K (open_lth would train the remaining epochs only).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from tost.errors import ConfigError
+from tost.sparsity.mask import Mask
+from tost.sparsity.methods.base import Finder, PruneContext
+from tost.sparsity.methods.magnitude import accuracy, magnitudes
+from tost.sparsity.schedule import round_sparsities, select
+
+
+@dataclass(frozen=True)
+class Options:
+    """The epoch of the first (dense) training to rewind to; 0 is the initialisation."""
+
+    rewind_epoch: int
+
+    def __post_init__(self) -> None:
+        if self.rewind_epoch < 0:
+            raise ValueError(f"rewind_epoch must be >= 0, got {self.rewind_epoch}")
+
+
+def _state(model: Any) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def find_mask(ctx: PruneContext, opts: Options) -> Mask:
+    """Train, prune, rewind for `prune.rounds` rounds; rounds nest and end at `prune.sparsity`."""
+    if opts.rewind_epoch > ctx.pretrain_epochs:
+        raise ConfigError(
+            f"params.yaml: prune.lt.rewind_epoch={opts.rewind_epoch} is after the end of the dense "
+            f"training (prune.pretrain_epochs={ctx.pretrain_epochs}); lower it"
+        )
+    rewind: dict[str, Tensor] | None = None
+
+    def snapshot(trainer: Any) -> None:
+        nonlocal rewind
+        if rewind is None and trainer.epoch == opts.rewind_epoch:
+            rewind = _state(trainer.model)
+
+    mask = Mask.ones(ctx.weights())
+    history = []
+    for r, s in enumerate(round_sparsities(ctx.sparsity, ctx.rounds)):
+        net = copy.deepcopy(ctx.model)
+        if rewind is not None:
+            net.load_state_dict(rewind)
+        hook = snapshot if r == 0 and opts.rewind_epoch > 0 else None
+        result = ctx.train(net, mask, ctx.pretrain_epochs, f"lt[round {r + 1}/{ctx.rounds}]", hook)
+        if r == 0:
+            ctx.info.update(accuracy(result.summary, "dense"))
+        history.append(
+            {"round": r + 1, "sparsity": mask.stats().sparsity, **accuracy(result.summary, "round")}
+        )
+        mask = select(magnitudes(ctx, result.model), s, ctx.scope, previous=mask)
+    ctx.rewind_state = rewind
+    ctx.info["lt_rounds"] = history  # the sparsity each round trained at, and its test accuracy
+    return mask
+
+
+METHOD = Finder(find=find_mask, options=Options)
