@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tost.tricks import ghost_skip, label_smooth, lrsi, soft_act
 from tost.tricks.base import Trick
 
 
@@ -19,11 +20,17 @@ class TrickEntry:
         self.make = make
 
 
-TRICKS: dict[str, TrickEntry] = {}
+TRICKS: dict[str, TrickEntry] = {
+    "soft_act": TrickEntry(soft_act.SoftActOptions, soft_act.SoftAct),
+    "ghost_skip": TrickEntry(ghost_skip.GhostSkipOptions, ghost_skip.GhostSkip),
+    "label_smooth": TrickEntry(label_smooth.LabelSmoothOptions, label_smooth.LabelSmooth),
+    "lrsi": TrickEntry(lrsi.LrsiOptions, lrsi.Lrsi),
+}
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     **{name: (name,) for name in TRICKS},
+    "tost": ("lrsi", "ghost_skip", "soft_act", "label_smooth"),  # all four; GradInit first, on the plain net
 }
 
 

@@ -1,0 +1,132 @@
+"""Ghost skip connections: dense 1×1 conv + BN "jumps" around the 3×3 convs, early in training only.
+
+ToST (Jaiswal et al., ICML 2022) adds extra skip connections while the sparse network is
+young, to give its gradients short paths, and trains the final network without them. As in the
+original code, each jump takes the input of a 3×3 conv, applies a 1×1 conv (same stride, no bias)
+and its own BN, and adds the result to the output of the BN that follows the conv, before the
+activation: per ResNet BasicBlock one jump over conv1 (in → out, block stride) and one over conv2
+(out → out); in VGG one over every conv.
+
+Deliberate differences from the original code (jumps kept for the whole run and in the evaluated,
+saved network): the jumps are multiplied by a gate g (1 until `start`, linear decay to 0 at `end`,
+fractions of the epochs), are skipped entirely once g = 0, and `finish` removes them, leaving the
+plain architecture. They are attached by forward hooks and live under one extra attribute
+(`ghost_skip`), so no existing parameter is renamed: the mask and its enforcement are untouched and
+the ghosts are never pruned. Jump convs are filled with the constant `init` (1e-4 upstream); the
+BN after it re-normalises that tiny output, so the branch is not negligible at g = 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from tost.errors import ConfigError
+from tost.models.resnet_cifar import BasicBlock
+from tost.sparsity.mask import Mask
+from tost.tricks.base import BatchFn, Trick
+from tost.tricks.soft_act import blend_at
+
+
+@dataclass(frozen=True)
+class GhostSkipOptions:
+    """`tricks.ghost_skip`: when the gate decays (fractions of the epochs), and the jump conv fill."""
+
+    start: float
+    end: float
+    init: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.start <= self.end <= 1.0:
+            raise ValueError(f"start/end must satisfy 0 <= start <= end <= 1, got {self.start}, {self.end}")
+
+
+def gate_at(epoch: int, epochs: int, start: float, end: float) -> float:
+    """1 until `start`, linear to 0 at `end`, 0 after."""
+    return 1.0 - blend_at(epoch, epochs, start, end)
+
+
+def jump_sites(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv name, conv, the BN right after it) for every conv a jump goes around."""
+    sites: list[tuple[str, nn.Conv2d, nn.BatchNorm2d]] = []
+    for name, m in model.named_modules():
+        if isinstance(m, BasicBlock):
+            sites += [(f"{name}.conv1", m.conv1, m.bn1), (f"{name}.conv2", m.conv2, m.bn2)]
+        elif isinstance(m, nn.Sequential) and not any(isinstance(c, BasicBlock) for c in m):
+            kids = list(m.named_children())
+            for (n, a), (_, b) in itertools.pairwise(kids):
+                if isinstance(a, nn.Conv2d) and a.kernel_size != (1, 1) and isinstance(b, nn.BatchNorm2d):
+                    sites.append((f"{name}.{n}", a, b))
+    return sites
+
+
+def make_jump(conv: nn.Conv2d, fill: float) -> nn.Sequential:
+    """1×1 conv (conv's channels and stride, no bias) filled with `fill`, then a fresh BN."""
+    jump = nn.Sequential(
+        nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=False),
+        nn.BatchNorm2d(conv.out_channels),
+    )
+    nn.init.constant_(jump[0].weight, fill)
+    return jump.to(device=conv.weight.device, dtype=conv.weight.dtype)
+
+
+class Ghosts(nn.Module):
+    """The jump paths, keyed by conv name, and the gate they are multiplied by."""
+
+    def __init__(self, jumps: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.jumps = nn.ModuleDict({k.replace(".", "__"): v for k, v in jumps.items()})
+        self.register_buffer("gate", torch.ones(()), persistent=False)
+        self.active = True  # False once the gate is 0: the hooks then skip the jumps entirely
+
+
+class GhostSkip(Trick):
+    """Attach gated jumps in `prepare`, decay the gate per epoch, remove every trace in `finish`."""
+
+    name = "ghost_skip"
+
+    def __init__(self, options: GhostSkipOptions) -> None:
+        self.options = options
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def prepare(self, model: nn.Module, mask: Mask, batches: BatchFn) -> nn.Module:
+        sites = jump_sites(model)
+        if not sites:
+            raise ConfigError(f"tricks.ghost_skip: found no conv + BN to jump over in {type(model).__name__}")
+        ghosts = Ghosts({n: make_jump(conv, self.options.init) for n, conv, _ in sites})
+        model.ghost_skip = ghosts.to(device=sites[0][1].weight.device)
+        for (_, conv, bn), jump in zip(sites, ghosts.jumps.values(), strict=True):
+            self._handles += _attach(ghosts, jump, conv, bn)
+        return model
+
+    def on_epoch_start(self, epoch: int, epochs: int, model: nn.Module) -> None:
+        g = gate_at(epoch, epochs, self.options.start, self.options.end)
+        model.ghost_skip.gate.fill_(g)
+        model.ghost_skip.active = g > 0
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """Detach the hooks and delete the jumps: the plain network and its state_dict keys remain."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if hasattr(model, "ghost_skip"):
+            del model.ghost_skip
+        return model
+
+
+def _attach(ghosts: Ghosts, jump: nn.Module, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list:
+    """The conv's hook computes g·jump(conv input); the BN's hook adds it to the BN output."""
+    slot: dict[str, Tensor] = {}  # holds the jump output from the conv's call to the BN's, never longer
+
+    def after_conv(_m: nn.Module, args: tuple[Tensor, ...], _out: Tensor) -> None:
+        if ghosts.active:
+            slot["jump"] = ghosts.gate.to(args[0].dtype) * jump(args[0])
+
+    def after_bn(_m: nn.Module, _args: tuple[Tensor, ...], out: Tensor) -> Tensor | None:
+        extra = slot.pop("jump", None)
+        return None if extra is None else out + extra
+
+    return [conv.register_forward_hook(after_conv), bn.register_forward_hook(after_bn)]
