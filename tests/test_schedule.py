@@ -86,3 +86,11 @@ def test_select_returns_bool_masks_with_score_shapes():
     for n, s in scores.items():
         assert m.tensors[n].dtype == torch.bool
         assert m.tensors[n].shape == s.shape
+
+
+def test_layerwise_error_gives_the_limit_and_the_limit_keeps_every_layer_alive():
+    scores = {"big": torch.rand(1000), "small": torch.rand(4)}
+    with pytest.raises(MaskError, match=r"layer small \(4 weights\) with no weight; .* below 0\.8750") as err:
+        select(scores, 0.9, "layerwise")
+    assert "\n" not in str(err.value)
+    assert int(select(scores, 0.8749, "layerwise").tensors["small"].sum()) == 1

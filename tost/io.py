@@ -66,9 +66,23 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def save_tensors(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
-    """`torch.save` atomically; only plain containers of tensors and numbers should go in."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(obj), tmp)
+    """`torch.save` atomically; only plain containers of tensors and numbers should go in.
+
+    It writes through a Python file object, so that a failed write (a full disk) surfaces as the
+    OSError that `atomic_path` turns into one clear line, the previous file staying in place; given a
+    path, torch's C++ writer fails with a cryptic RuntimeError instead. It also makes the bytes depend
+    on the content only (given a path, torch names the zip's inner folder after the temporary file),
+    so DVC sees an unchanged artifact as unchanged.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(dict(obj), f)
+        except RuntimeError as err:
+            # torch's zip writer reports a failed write by a second error while closing the archive;
+            # the OSError behind it (ENOSPC, EIO) is the one that says what is wrong.
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:

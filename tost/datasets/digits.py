@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from sklearn.datasets import load_digits
 
 from tost.datasets.base import RawDataset
 
 
 def load(root: Path, download: bool) -> RawDataset:
     """All images as the train split (no official test split); 0..16 grey levels scaled to 0..255."""
+    from sklearn.datasets import load_digits  # here: only the data stage pays its 2 s import
+
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float64)
     x = torch.round(images * 255.0 / 16.0).to(torch.uint8).unsqueeze(1)

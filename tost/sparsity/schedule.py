@@ -4,11 +4,13 @@ All functions here are pure (no model, no RNG), so the counting rules are tested
 - the number pruned is round(sparsity × count), globally or per layer, so the measured sparsity is
   the requested one to within one weight (per layer for layerwise scope);
 - ties are broken by position (a stable sort), so a mask is bit-identical across runs;
-- weights pruned in an earlier round score -inf, so every round's mask is a subset of the last.
+- weights pruned in an earlier round score -inf, so every round's mask is a subset of the last;
+- no layer may end with every weight pruned: that is an error naming the layer, never patched over.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -66,8 +68,25 @@ def select(
             offset += s.numel()
     empty = [n for n, k in keep.items() if not bool(k.any())]
     if empty:
-        raise MaskError(
-            f"sparsity {sparsity:.4f} ({scope}) leaves layer {empty[0]} with no weights "
-            f"({len(empty)} empty layer(s)); lower prune.sparsity or use prune.scope=layerwise"
-        )
+        raise MaskError(_empty_layer(empty, {n: s.numel() for n, s in flat.items()}, sparsity, scope))
     return Mask({n: k.reshape(shapes[n]) for n, k in keep.items()})
+
+
+def _empty_layer(empty: list[str], sizes: Mapping[str, int], sparsity: float, scope: str) -> str:
+    """The rule: no layer may lose every weight (its output would be constant); name it and the fix.
+
+    Layerwise, a layer of n weights keeps n - round(s·n), at least one while s < (n - 1/2)/n, so the
+    smallest layer sets the limit; globally the scores decide, and layerwise scope is offered as the
+    fix only when it would keep every layer alive.
+    """
+    n = min(sizes.values())
+    limit = math.floor((n - 0.5) / n * 1e4) / 1e4  # rounded down, so that "below" it is safe
+    if scope == "layerwise":
+        fix = f"lower prune.sparsity below {limit:.4f} (the smallest layer has {n} weights)"
+    else:
+        fix = "lower prune.sparsity" + (" or use prune.scope=layerwise" if sparsity < limit else "")
+    more = f" and {len(empty) - 1} other layer(s)" if len(empty) > 1 else ""
+    return (
+        f"sparsity {sparsity:.4f} ({scope}) would leave layer {empty[0]} ({sizes[empty[0]]} weights){more} "
+        f"with no weight; {fix}"
+    )

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from tost.resume import ResumeDir
 from tost.sparsity.mask import Mask, prunable
 from tost.sparsity.schedule import Scores, round_sparsities, select
 
@@ -69,6 +70,9 @@ class PruneContext:
     # Set by a method that rewinds to trained weights (lt with rewind_epoch > 0): the mask stage saves
     # this state dict as init.pt instead of the initialisation, so sparse training starts from it.
     rewind_state: dict[str, Tensor] | None = None
+    # Where a method that runs in rounds (lt) keeps its finished rounds, so that a killed mask stage
+    # does not redo them; None: no resume. Training itself resumes through `train` (per run name).
+    resume: ResumeDir | None = None
 
     def weights(self, model: nn.Module | None = None) -> dict[str, Tensor]:
         """The prunable weights of `model` (default: the context's model) under the layer policy."""

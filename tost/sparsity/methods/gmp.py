@@ -44,22 +44,21 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
     """Train dense, pruning by |w| at the end of each epoch of the ramp; the last mask is the result."""
     epochs = ctx.pretrain_epochs
     t0, t1 = opts.start * epochs, opts.end * epochs
-    state = {"mask": Mask.ones(ctx.weights())}
-    schedule: list[float] = []
 
+    # All state lives in the trainer (its mask, `extra`), so that it is in the per-epoch resume file
+    # and a killed run continues with the mask and schedule it had reached.
     def prune(trainer: Any) -> None:  # runs after every epoch; trainer.epoch counts finished epochs
         if trainer.epoch < t0:
             return
         s = cubic_sparsity(trainer.epoch, t0, t1, ctx.sparsity)
-        mask = select(magnitudes(ctx, trainer.model), s, ctx.scope, previous=state["mask"])
+        mask = select(magnitudes(ctx, trainer.model), s, ctx.scope, previous=trainer.mask)
         trainer.set_mask(mask)
-        state["mask"] = mask
-        schedule.append(mask.stats().sparsity)
+        trainer.extra["schedule"] = [*trainer.extra.get("schedule", []), mask.stats().sparsity]
 
     result = train_dense(ctx, "gmp", on_epoch_end=prune)
     ctx.info.update(accuracy(result.summary, "gmp"))  # the gradually pruned network, before the rewind
-    ctx.info["gmp_sparsity_per_epoch"] = schedule
-    return state["mask"]
+    ctx.info["gmp_sparsity_per_epoch"] = list(result.extra.get("schedule", []))
+    return result.mask
 
 
 METHOD = Finder(find=find_mask, options=Options)

@@ -12,11 +12,15 @@ geometric per-round rate that ends exactly at `prune.sparsity` instead of a fixe
 what remains; BatchNorm γ and biases are never pruned; no gradient "freezing" (the script's
 `w < 1e-6` test also froze every negative weight). Every round trains the full `pretrain_epochs`,
 also after a rewind to epoch K (open_lth would train the remaining epochs only).
+
+With `ctx.resume` (the mask stage's `--resume` folder), every finished round is saved there, and
+each round's training resumes after its last finished epoch: a killed run repeats neither.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,9 @@ from tost.sparsity.mask import Mask
 from tost.sparsity.methods.base import Finder, PruneContext
 from tost.sparsity.methods.magnitude import accuracy, magnitudes
 from tost.sparsity.schedule import round_sparsities, select
+
+log = logging.getLogger(__name__)
+ROUNDS = "lt-rounds"  # the resume file of the finished rounds (mask, rewind weights, history)
 
 
 @dataclass(frozen=True)
@@ -51,16 +58,22 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
             f"params.yaml: prune.lt.rewind_epoch={opts.rewind_epoch} is after the end of the dense "
             f"training (prune.pretrain_epochs={ctx.pretrain_epochs}); lower it"
         )
-    rewind: dict[str, Tensor] | None = None
 
-    def snapshot(trainer: Any) -> None:
-        nonlocal rewind
-        if rewind is None and trainer.epoch == opts.rewind_epoch:
-            rewind = _state(trainer.model)
+    def snapshot(trainer: Any) -> None:  # kept in trainer.extra, so it survives a resume of round 1
+        if trainer.epoch == opts.rewind_epoch:
+            trainer.extra["rewind"] = _state(trainer.model)
 
     mask = Mask.ones(ctx.weights())
-    history = []
+    rewind: dict[str, Tensor] | None = None
+    history: list[dict[str, Any]] = []
+    done = ctx.resume.load(ROUNDS) if ctx.resume is not None else None
+    if done is not None:  # a killed run: its finished rounds are not trained again
+        mask, rewind, history = Mask(done["mask"]), done["rewind"], list(done["history"])
+        ctx.info.update(done["info"])
+        log.info("lt: rounds 1-%d of %d already done (%s)", done["round"], ctx.rounds, ctx.resume.root)
     for r, s in enumerate(round_sparsities(ctx.sparsity, ctx.rounds)):
+        if r < len(history):
+            continue
         net = copy.deepcopy(ctx.model)
         if rewind is not None:
             net.load_state_dict(rewind)
@@ -68,10 +81,15 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
         result = ctx.train(net, mask, ctx.pretrain_epochs, f"lt[round {r + 1}/{ctx.rounds}]", hook)
         if r == 0:
             ctx.info.update(accuracy(result.summary, "dense"))
+            rewind = result.extra.get("rewind")
         history.append(
             {"round": r + 1, "sparsity": mask.stats().sparsity, **accuracy(result.summary, "round")}
         )
         mask = select(magnitudes(ctx, result.model), s, ctx.scope, previous=mask)
+        if ctx.resume is not None:
+            dense = {k: v for k, v in ctx.info.items() if k.startswith("dense_")}
+            state = {"round": r + 1, "mask": mask.tensors, "rewind": rewind, "history": history}
+            ctx.resume.save(ROUNDS, {**state, "info": dense})
     ctx.rewind_state = rewind
     ctx.info["lt_rounds"] = history  # the sparsity each round trained at, and its test accuracy
     return mask
