@@ -1,14 +1,19 @@
-"""DVC stage `train@<variant>`: train the masked network from init.pt with one set of tricks."""
+"""DVC stage `train@<variant>`: train the masked network from init.pt with one set of tricks.
+
+With `train.nproc > 1` it runs itself again under torchrun (`tost.distributed`); each worker trains
+its shard, and rank 0 alone writes the checkpoint, metrics, curve and resume file.
+"""
 
 import argparse
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from stages._common import PARAMS, build_model, fingerprint, load_weights, run_stage
-from tost import config, data, train
+from tost import config, data, distributed, train
 from tost.io import load_tensors, save_tensors, write_json, write_text
 from tost.runtime import Runtime, seed_everything
 from tost.sparsity.mask import Mask
@@ -18,6 +23,7 @@ log = logging.getLogger("stages.train")
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("variant")
     for name in ("data", "mask", "init", "ckpt", "metrics", "curve", "resume"):
@@ -28,7 +34,19 @@ def main(argv: list[str] | None = None) -> None:
         raise config.ConfigError(
             f"tricks.run: variant {args.variant!r} is not listed in {list(p.tricks.run)}"
         )
-    rt = Runtime.detect(p.train.device, p.train.amp, p.train.channels_last, p.train.compile)
+    launch = distributed.from_env()
+    nproc = p.train.nproc if launch is None else launch.local_world_size
+    rt = Runtime.detect(p.train.device, p.train.amp, p.train.channels_last, p.train.compile, nproc)
+    if launch is None and nproc > 1:
+        distributed.relaunch(nproc, "stages.train", argv)
+        return
+    with distributed.process_group(rt, launch) as rt:
+        if rt.rank > 0:  # one progress line per epoch, from rank 0
+            logging.getLogger().setLevel(logging.WARNING)
+        _train(args, p, rt)
+
+
+def _train(args: argparse.Namespace, p: config.Params, rt: Runtime) -> None:
     seed_everything(p.seed)
     prepared = data.load_prepared(args.data)
     model = build_model(p, prepared.num_classes, prepared.shape)
@@ -45,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         model, mask, prepared, p.data, p.train, tricks, rt, p.seed,
         name=f"train[{args.variant}]", resume=args.resume, fingerprint=run_id,
     )  # fmt: skip
+    if rt.rank > 0:
+        return
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     save_tensors(
         args.ckpt,

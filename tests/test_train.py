@@ -139,3 +139,27 @@ def test_device_loader_covers_the_split_once_per_epoch():
     first = [y.clone() for _, y in loader]
     second = [y.clone() for _, y in loader]
     assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # reshuffled
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_training_step_never_waits_for_the_host(params, tiny_data):
+    """The host syncs of an epoch are the per-epoch reads only: as many for 2 steps as for 8."""
+    import warnings
+
+    rt = Runtime.detect("cuda", True, True, False)
+    counts = []
+    for batch_size in (48, 12):  # 96 images: 2 and 8 steps
+        cfg = dataclasses.replace(params.train, batch_size=batch_size, max_grad_norm=1.0)
+        t = Trainer(_net(), _mask(_net()), tiny_data, params.data, cfg, [], rt, 0)
+        t.train_epoch()  # warm-up: allocator, cuDNN autotuning
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                t.train_epoch()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert counts[0] == counts[1], f"syncs per epoch grow with the number of steps: {counts}"

@@ -114,12 +114,20 @@ class TrainConfig:
     channels_last: bool
     compile: bool
     max_grad_norm: float
+    nproc: int
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
+        if self.nproc < 1:
+            raise ValueError(f"nproc must be >= 1, got {self.nproc}")
+        if self.batch_size % self.nproc:
+            raise ValueError(
+                f"nproc={self.nproc} must divide train.batch_size={self.batch_size} "
+                "(each process takes batch_size / nproc images of every batch)"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.momentum < 1.0:
@@ -161,6 +169,41 @@ class TricksConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The sweep behind the paper-style table (`make table`): which rows, seeds and sparsities.
+
+    Only the table command reads this section; no DVC stage depends on it, so editing it never
+    retrains anything.
+    """
+
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    sparsities: tuple[float, ...]
+    lt_rate: float
+    jobs: int
+    metric: Literal["test_acc", "final_test_acc"]
+
+    def __post_init__(self) -> None:
+        methods = tuple(ALIASES.get(m, m) for m in self.methods)
+        if unknown := [m for m in methods if m not in METHODS or m == "file"]:
+            names = ", ".join(m for m in METHODS if m != "file")
+            raise ValueError(f"methods: unknown or unsweepable method(s) {unknown}; choose from {names}")
+        object.__setattr__(self, "methods", methods)
+        for key in ("methods", "seeds", "sparsities"):
+            values = getattr(self, key)
+            if not values:
+                raise ValueError(f"{key}: list at least one")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: listed twice: {list(values)}")
+        if bad := [s for s in self.sparsities if not 0.0 <= s < 1.0]:
+            raise ValueError(f"sparsities must be in [0, 1), got {bad}")
+        if not 0.0 < self.lt_rate < 1.0:
+            raise ValueError(f"lt_rate must be in (0, 1), got {self.lt_rate}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything params.yaml holds."""
 
@@ -172,6 +215,7 @@ class Params:
     train: TrainConfig
     tricks: TricksConfig
     analysis: AnalysisConfig
+    report: ReportConfig
 
 
 def _type_name(tp: Any) -> str:
@@ -274,7 +318,7 @@ def parse(raw: Any) -> Params:
     """Validate a params mapping (already read from YAML) into `Params`."""
     if not isinstance(raw, Mapping):
         raise ConfigError("params.yaml: the top level must be a mapping of sections")
-    top = {"seed", "data", "model", "prune", "train", "tricks", "analysis"}
+    top = {"seed", "data", "model", "prune", "train", "tricks", "analysis", "report"}
     if unknown := sorted(set(raw) - top):
         raise ConfigError(f"params.yaml: unknown key(s) {unknown}; expected {sorted(top)}")
     if missing := sorted(top - set(raw)):
@@ -299,6 +343,7 @@ def parse(raw: Any) -> Params:
         train=build(TrainConfig, raw["train"], "train"),
         tricks=tricks,
         analysis=build(AnalysisConfig, raw["analysis"], "analysis"),
+        report=build(ReportConfig, raw["report"], "report"),
     )
 
 

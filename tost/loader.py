@@ -3,6 +3,7 @@
 Random crop (zero padding), horizontal flip and normalisation are done for a whole batch at once with
 tensor indexing, so there is no per-image Python, no worker process and no host→device copy per
 step. The distribution matches torchvision's RandomCrop(padding) + RandomHorizontalFlip(0.5).
+Under several processes each rank keeps a strided shard of every global batch (`set_shard`).
 """
 
 from __future__ import annotations
@@ -15,28 +16,49 @@ from torch import Tensor
 
 from tost.data import Split
 
+CropFlip = tuple[Tensor | None, Tensor | None, Tensor | None]
 
-def random_crop_flip(x: Tensor, pad: int, flip: bool, g: torch.Generator) -> Tensor:
-    """Per-image random crop of the zero-padded batch and random horizontal flip, uint8 in and out."""
+
+def draw_crop_flip(b: int, pad: int, flip: bool, g: torch.Generator, device: torch.device) -> CropFlip:
+    """The random offsets (rows, columns) and flips of a batch of `b` images, drawn in a fixed order.
+
+    Drawing is separate from applying so that ranks of a multi-process run can all draw a whole global
+    batch's augmentation (keeping their generators in step) and apply only their shard's part.
+    """
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=device) if pad else None
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=device) if pad else None
+    flips = torch.rand(b, generator=g, device=device) < 0.5 if flip else None
+    return oy, ox, flips
+
+
+def apply_crop_flip(x: Tensor, pad: int, draws: CropFlip) -> Tensor:
+    """Crop the zero-padded batch at the drawn offsets and mirror the drawn images, uint8 in and out."""
     b, c, h, w = x.shape
     dev = x.device
+    oy, ox, flips = draws
     if pad:
         xp = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=dev)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=dev)
         rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
         bi = torch.arange(b, device=dev)[:, None, None, None]
         ci = torch.arange(c, device=dev)[None, :, None, None]
         x = xp[bi, ci, rows, cols]
-    if flip:
-        flips = torch.rand(b, generator=g, device=dev) < 0.5
+    if flips is not None:
         x = torch.where(flips[:, None, None, None], x.flip(3), x)
     return x
 
 
+def random_crop_flip(x: Tensor, pad: int, flip: bool, g: torch.Generator) -> Tensor:
+    """Per-image random crop of the zero-padded batch and random horizontal flip, uint8 in and out."""
+    return apply_crop_flip(x, pad, draw_crop_flip(len(x), pad, flip, g, x.device))
+
+
 class DeviceLoader:
-    """Iterates (images, labels) batches of one split on `device`, normalised to float32."""
+    """Iterates (images, labels) batches of one split on `device`, normalised to float.
+
+    The float type is torch's default (float32 unless changed), the one models are built in, so a
+    float64 run (the multi-process equivalence test) needs no other switch.
+    """
 
     def __init__(
         self,
@@ -58,10 +80,25 @@ class DeviceLoader:
         self.train = train
         self.pad, self.flip = crop_padding, flip
         self.memory_format = memory_format
-        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        dtype = torch.get_default_dtype()
+        self.mean = torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1) * 255.0
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        self.rank, self.world_size = 0, 1
+
+    def set_shard(self, rank: int, world_size: int) -> None:
+        """From now on yield only this rank's images of every batch: every `world_size`-th one.
+
+        Batches, permutation and augmentation stay those of the whole (global) batch, drawn from the
+        same generator on every rank, so the ranks' shards together are exactly the single-process
+        batch. A shard can be empty (a last batch smaller than `world_size`).
+        """
+        self.rank, self.world_size = rank, world_size
+
+    def global_batch_size(self, step: int) -> int:
+        """Images in batch `step` over all ranks (the last batch may be short)."""
+        return min(self.batch_size, len(self.y) - step * self.batch_size)
 
     def __len__(self) -> int:
         return -(-len(self.y) // self.batch_size)
@@ -71,7 +108,7 @@ class DeviceLoader:
         return len(self.y)
 
     def normalise(self, x: Tensor) -> Tensor:
-        out = (x.float() - self.mean) / self.std
+        out = (x.to(self.mean.dtype) - self.mean) / self.std
         return out.contiguous(memory_format=self.memory_format)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -82,7 +119,15 @@ class DeviceLoader:
             order = torch.arange(n, device=self.x.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            x = self.x[idx]
+            draws = None
             if self.train:
-                x = random_crop_flip(x, self.pad, self.flip, self.generator)
+                draws = draw_crop_flip(len(idx), self.pad, self.flip, self.generator, idx.device)
+            if self.world_size > 1:  # this rank's shard of the global batch and of its augmentation
+                shard = slice(self.rank, None, self.world_size)
+                idx = idx[shard]
+                if draws is not None:
+                    draws = tuple(d if d is None else d[shard] for d in draws)
+            x = self.x[idx]
+            if draws is not None:
+                x = apply_crop_flip(x, self.pad, draws)
             yield self.normalise(x), self.y[idx]

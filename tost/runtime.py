@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import IO
 
 import numpy as np
 import torch
 
+from tost import gpu_slots
 from tost.errors import TrainingError
 
 
@@ -25,19 +27,45 @@ class Runtime:
     amp_dtype: torch.dtype | None
     channels_last: bool
     compile: bool
+    rank: int = 0  # this process's rank when several train together (tost.distributed), else 0
+    world_size: int = 1
+    # Held for the process's lifetime when it claimed a GPU of its own (tost.gpu_slots).
+    gpu_lock: IO[bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def detect(cls, device: str, amp: bool, channels_last: bool, compile: bool) -> Runtime:
-        """Resolve `train.device` (auto → CUDA when present); bf16 autocast only on CUDA."""
+    def detect(cls, device: str, amp: bool, channels_last: bool, compile: bool, nproc: int = 1) -> Runtime:
+        """Resolve `train.device` (auto → CUDA when present); bf16 autocast only on CUDA.
+
+        `nproc` processes on CUDA need a GPU each; asking for more is refused here, before torchrun
+        starts anything, whether CUDA was asked for or chosen by `auto`.
+        """
         if device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("train.device=cuda but no CUDA GPU is visible; use train.device=auto or cpu")
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        if use_cuda and nproc > (gpus := torch.cuda.device_count()):
+            how = "train.device=cuda" if device == "cuda" else "train.device=auto chose CUDA"
+            raise TrainingError(
+                f"train.nproc={nproc} but only {gpus} CUDA GPU(s) are visible ({how}); "
+                f"set train.nproc <= {gpus}, or train.device=cpu to run {nproc} processes on the CPU"
+            )
+        lock = None
+        lock_dir = os.environ.get("TOST_GPU_LOCK_DIR")
+        if (
+            use_cuda
+            and nproc == 1
+            and lock_dir
+            and "LOCAL_RANK" not in os.environ
+            and torch.cuda.device_count() > 1
+        ):
+            index, lock = gpu_slots.claim(lock_dir, torch.cuda.device_count())  # parallel sweep: a GPU each
+            torch.cuda.set_device(index)
         dev = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
         return cls(
             device=dev,
             amp_dtype=torch.bfloat16 if (amp and use_cuda) else None,
             channels_last=channels_last,
             compile=compile,
+            gpu_lock=lock,
         )
 
     @classmethod

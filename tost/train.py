@@ -10,6 +10,10 @@ and at the last epoch.
 A resume file, written atomically after every epoch, holds everything needed to continue after a
 kill (model, optimizer, scheduler, RNG and data-order states, history); continuing from it gives the
 same result as an uninterrupted run.
+
+Several processes (`train.nproc`, launched by torchrun; see `tost.distributed`) run this same loop:
+each rank trains on its shard of every global batch inside DDP, with global-batch BN statistics, so
+the result is the single-process one up to float rounding; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from tost import distributed
 from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared
 from tost.errors import MaskError, TrainingError
@@ -47,6 +53,8 @@ class FitResult:
     model: nn.Module
     history: list[dict[str, float]]
     summary: dict[str, Any]
+    mask: Mask | None = None  # the mask at the end (gradual pruning changes it mid-run)
+    extra: dict[str, Any] = field(default_factory=dict)  # what the epoch hooks kept (Trainer.extra)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -65,6 +73,11 @@ def make_loaders(
             f"train.batch_size={cfg.batch_size} is larger than the training split "
             f"({data.train.y.numel()} images); lower it"
         )
+    if cfg.batch_size % rt.world_size:
+        raise TrainingError(
+            f"train.batch_size={cfg.batch_size} does not split over {rt.world_size} processes; "
+            f"make it a multiple of {rt.world_size}"
+        )
     common = {"mean": data.mean, "std": data.std, "device": rt.device, "memory_format": rt.memory_format}
     train = DeviceLoader(
         data.train,
@@ -80,6 +93,11 @@ def make_loaders(
     return train, val, test
 
 
+def _at_least_fp32(logits: Tensor) -> Tensor:
+    """Losses in float32 when autocast gave bf16 logits; float64 runs (tests) stay float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, rt: Runtime) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy (%) over a split, one host read at the end."""
@@ -87,10 +105,14 @@ def evaluate(model: nn.Module, loader: DeviceLoader, rt: Runtime) -> tuple[float
     loss = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device, dtype=torch.long)
     for x, y in loader:
+        if not len(y):  # an empty shard of a multi-process run (a host-known shape: no sync)
+            continue
         with rt.autocast():
             logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        loss += F.cross_entropy(_at_least_fp32(logits), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+    if rt.world_size > 1:  # every rank saw its shard of the split: sum them
+        loss, correct = distributed.all_sum(torch.stack([loss.double(), correct.double()])).unbind()
     n = loader.num_images
     return float(loss) / n, 100.0 * float(correct) / n
 
@@ -165,11 +187,23 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
         self.sched = make_scheduler(self.opt, cfg)
-        self.forward = torch.compile(self.model) if rt.compile else self.model
+        self._synced_bn: list[nn.Module] = []
+        self._trainable: list[bool] = []
+        if rt.world_size > 1:
+            # Tricks prepared on whole batches, exactly as one process would; from here on each rank
+            # trains and evaluates on its shard, with global-batch BN statistics.
+            distributed.assert_same(mask.tensors, rt.device, f"{name}: mask", MaskError)
+            self._synced_bn = distributed.sync_batchnorm(self.model)
+            for loader in (self.train_loader, self.val_loader, self.test_loader):
+                loader.set_shard(rt.rank, rt.world_size)
+        self.forward = self._wrap()
         self.loss = _loss_fn(self.tricks)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.train_time = 0.0
+        # State of the `on_epoch_end` hooks (a rewind snapshot, a pruning schedule): saved in the
+        # resume file with the mask, so a resumed run continues exactly where the killed one stopped.
+        self.extra: dict[str, Any] = {}
 
     def set_mask(self, mask: Mask) -> None:
         """Switch to a new mask mid-training (gradual pruning): zero newly pruned weights from now on."""
@@ -178,6 +212,35 @@ class Trainer:
         mask.apply_(weights)
         self.mask = mask
         self.enforce = Enforcer(mask, weights)
+
+    def _wrap(self) -> Callable[[Tensor], Tensor]:
+        """What a training step calls: the model, inside DDP when several ranks train, compiled if asked.
+
+        DDP registers the parameters that require gradients when it is built, so it is built again
+        whenever that set changes (ghost skips freeze their jumps once the gate reaches 0).
+        """
+        net: nn.Module = self.model
+        if self.rt.world_size > 1:
+            self._trainable = [p.requires_grad for p in self.model.parameters()]
+            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
+        return torch.compile(net) if self.rt.compile else net
+
+    def _shard_loss(self, logits: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """This rank's mean loss, and the objective whose DDP-averaged gradient is the global batch's.
+
+        DDP divides the sum of the ranks' gradients by the world size; weighting each rank's mean loss
+        by n_rank · world / n_global makes that the gradient of the global batch's mean loss even when
+        the shards differ in size (a short last batch). An empty shard still runs a backward pass
+        (DDP and the BN all-reduces need every rank), with a zero objective.
+        """
+        n = y.numel()
+        if n == 0:
+            zero = _at_least_fp32(logits).sum() * 0.0
+            return zero.detach(), zero
+        loss = self.loss(_at_least_fp32(logits), y, self.epoch, self.cfg.epochs)
+        weight = n * self.rt.world_size / self.train_loader.global_batch_size(step)
+        return loss, loss if weight == 1.0 else loss * weight
 
     def _weights(self, model: nn.Module) -> dict[str, Tensor]:
         params = dict(model.named_parameters())
@@ -188,6 +251,8 @@ class Trainer:
         model, rt, epoch, epochs = self.model, self.rt, self.epoch, self.cfg.epochs
         for t in self.tricks:
             t.on_epoch_start(epoch, epochs, model)
+        if rt.world_size > 1 and [p.requires_grad for p in model.parameters()] != self._trainable:
+            self.forward = self._wrap()
         model.train()
         loss_sum = torch.zeros((), device=rt.device)
         correct = torch.zeros((), device=rt.device, dtype=torch.long)
@@ -196,9 +261,12 @@ class Trainer:
         for step, (x, y) in enumerate(self.train_loader):
             with rt.autocast():
                 logits = self.forward(x)
-            loss = self.loss(logits.float(), y, epoch, epochs)
+            if rt.world_size > 1:
+                loss, objective = self._shard_loss(logits, y, step)
+            else:
+                loss = objective = self.loss(_at_least_fp32(logits), y, epoch, epochs)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             if self.cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
             self.opt.step()
@@ -208,6 +276,12 @@ class Trainer:
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
             loss_sum += detached * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
+        if rt.world_size > 1:  # once per epoch: the global sums, and the first bad step of any rank
+            totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double()]))
+            loss_sum, correct = totals.unbind()
+            never = torch.iinfo(torch.long).max
+            first = distributed.all_min(torch.where(bad_step < 0, never, bad_step))
+            bad_step = torch.where(first == never, -1, first)
         n = self.train_loader.num_images
         mean_loss, acc = float(loss_sum) / n, 100.0 * float(correct) / n
         seconds = time.perf_counter() - start
@@ -259,6 +333,8 @@ class Trainer:
             "data_rng": self.train_loader.generator.get_state(),
             "rng": _rng_state(),
             "tricks": [t.state() for t in self.tricks],
+            "mask": self.mask.tensors,
+            "extra": self.extra,
         }
 
     def load_state(self, state: dict[str, Any], fingerprint: str) -> bool:
@@ -266,6 +342,9 @@ class Trainer:
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
             return False
         self.model.load_state_dict(state["model"])
+        if "mask" in state:  # gradual pruning may have changed it since the start
+            self.set_mask(Mask(state["mask"]))
+        self.extra = dict(state.get("extra", {}))
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.history = [dict(r) for r in state["history"]]
@@ -277,8 +356,13 @@ class Trainer:
     def finish(self) -> FitResult:
         """Run the tricks' `finish`, verify the mask on the final weights and summarise."""
         model = self.model
+        if self._synced_bn:
+            distributed.plain_batchnorm(self._synced_bn)
+            self._synced_bn, self.forward = [], model
         for t in reversed(self.tricks):
             model = t.finish(model)
+        if self.rt.world_size > 1:
+            distributed.assert_same(model.state_dict(), self.rt.device, f"{self.name}: trained weights")
         weights = self._weights(model)
         bad = self.mask.violations(weights)
         if bad:
@@ -306,7 +390,7 @@ class Trainer:
             summary.update(t.metrics())
         if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
             raise TrainingError(f"{self.name}: non-finite summary metrics: {summary}")
-        return FitResult(model=model, history=self.history, summary=summary)
+        return FitResult(model=model, history=self.history, summary=summary, mask=self.mask, extra=self.extra)
 
 
 def fit(
@@ -326,7 +410,8 @@ def fit(
     """Train `model` under `mask` for `cfg.epochs`, resuming from `resume` when it holds a newer state.
 
     `on_epoch_end(trainer)` runs after every epoch; mask methods use it to snapshot weights (lottery
-    ticket rewinding) or to prune gradually (`trainer.set_mask`).
+    ticket rewinding) or to prune gradually (`trainer.set_mask`); what they keep in `trainer.extra`
+    survives a resume and comes back in `FitResult.extra`.
     """
     trainer = Trainer(model, mask, data, dcfg, cfg, tricks, rt, seed, name)
     if resume is not None and resume.exists():
@@ -338,9 +423,9 @@ def fit(
         trainer.run_epoch()
         if on_epoch_end is not None:
             on_epoch_end(trainer)
-        if resume is not None:
+        if resume is not None and rt.rank == 0:  # every rank holds the same state; one writes it
             save_tensors(resume, trainer.state(fingerprint))
     result = trainer.finish()
-    if resume is not None:
+    if resume is not None and rt.rank == 0:
         resume.unlink(missing_ok=True)  # the finished checkpoint is now the artifact
     return result

@@ -106,6 +106,8 @@ class GhostSkip(Trick):
         g = gate_at(epoch, epochs, self.options.start, self.options.end)
         model.ghost_skip.gate.fill_(g)
         model.ghost_skip.active = g > 0
+        # Skipped jumps get no gradient either way; saying so lets DDP leave them out of its buckets.
+        model.ghost_skip.requires_grad_(g > 0)
 
     def finish(self, model: nn.Module) -> nn.Module:
         """Detach the hooks and delete the jumps: the plain network and its state_dict keys remain."""
