@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro test lint format pytest clean-venv
+.PHONY: venv repro table test lint format pytest clean-venv
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ repro: venv
 	$(BIN)/dvc repro
 	@echo "results: metrics/results.md"
 	@cat metrics/results.md
+
+## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments
+##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)
+table: venv
+	$(BIN)/python -m stages.table $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) $(TABLE_ARGS)
 
 ## make test: set up .venv, lint, run the test suite
 test: venv lint pytest

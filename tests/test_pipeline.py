@@ -46,6 +46,9 @@ def tiny_params(raw: dict) -> dict:
     raw["prune"]["pretrain_epochs"] = 1
     raw["prune"]["sparsity"] = 0.9
     raw["analysis"]["batches"] = 1
+    raw["tricks"]["run"] = ["baseline", "tost"]  # every trick still runs, inside tost
+    raw["tricks"]["lrsi"]["iters"] = 3
+    raw["report"].update(methods=["snip"], seeds=[0, 1], sparsities=[0.9], jobs=1)
     return raw
 
 
@@ -151,3 +154,24 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
         assert (repo / "artifacts" / "data" / "train.pt").stat().st_mtime_ns == before
     finally:
         (repo / "params.yaml").write_text(params_text)
+
+
+def test_table_reuses_experiments_and_queues_the_rest(repo):
+    # A cell the user already ran by hand, under their own name: the table must take it, not rerun it.
+    run(repo, "dvc", "exp", "run", "-n", "by-hand", "-S", "prune.method=snip", "-S", "seed=1")
+    run(repo, "git", "checkout", "--", ".")  # `exp run` leaves its params in the workspace
+    before = set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split())
+    out = run(repo, sys.executable, "-m", "stages.table", "--poll", "2").stdout
+    assert "2 experiments (1 methods × 1 sparsities × 2 seeds), 1 found, 1 to run" in out
+    table = (repo / "metrics" / "table.md").read_text()
+    assert "| SNIP |" in table and "(2)" in table
+    csv = (repo / "metrics" / "table.csv").read_text().splitlines()
+    assert csv[0].startswith("method,label,sparsity,variant,n_seeds")
+    names = set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split())
+    assert len(names - before) == 1
+    listed = {n for line in csv[1:] for n in line.split(",")[-1].split()}
+    assert "by-hand" in listed and listed <= names  # every cell traces to an existing experiment
+    assert (repo / "metrics" / "table-gain.png").stat().st_size > 1000
+    again = run(repo, sys.executable, "-m", "stages.table", "--poll", "2").stdout
+    assert "2 found, 0 to run" in again
+    assert set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split()) == names

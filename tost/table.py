@@ -1,0 +1,204 @@
+"""The paper's main table from many finished runs: methods × variants, mean ± std over seeds.
+
+Pure functions over plain records (one per finished DVC experiment), so the aggregation, the noise
+rule and the plots are tested without running DVC. `tost.sweep` turns `dvc exp show --json` into
+these records; `stages/table.py` wires the two together.
+
+The noise rule: a trick's gain over `baseline` is compared seed by seed (the same seed means the same
+mask and the same initialisation), and a cell is flagged when |mean gain| < 2 × the standard deviation
+of those paired gains. With one seed there is no spread to compare with, so nothing can be called
+signal and every gain is flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from tost.io import atomic_path, write_text
+
+# The paper's row labels for each canonical method key.
+LABELS = {
+    "random": "RP",
+    "magnitude": "OMP",
+    "gmp": "GMP",
+    "taylor": "TP",
+    "snip": "SNIP",
+    "grasp": "GraSP",
+    "synflow": "SynFlow",
+    "lt": "LT",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished experiment: which cell of the sweep it is, and each variant's accuracy."""
+
+    experiment: str
+    method: str
+    sparsity: float
+    seed: int
+    accuracy: dict[str, float]  # variant -> test accuracy (%)
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n − 1); NaN for fewer than two values."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def aggregate(runs: Iterable[Run], variants: Sequence[str]) -> pd.DataFrame:
+    """One row per (method, sparsity, variant): mean, std, seeds, the gain over baseline and its noise.
+
+    Runs of the same (method, sparsity, seed) are deduplicated (the first wins) so that an
+    experiment that was run twice is not counted as two seeds.
+    """
+    cells: dict[tuple[str, float, int], Run] = {}
+    for run in runs:
+        cells.setdefault((run.method, run.sparsity, run.seed), run)
+    rows = []
+    for method, sparsity in sorted({(m, s) for m, s, _ in cells}, key=lambda k: (k[1], k[0])):
+        seeded = sorted(
+            (r for (m, s, _), r in cells.items() if (m, s) == (method, sparsity)), key=lambda r: r.seed
+        )
+        for variant in variants:
+            have = [r for r in seeded if variant in r.accuracy]
+            values = [r.accuracy[variant] for r in have]
+            paired = [r.accuracy[variant] - r.accuracy["baseline"] for r in have if "baseline" in r.accuracy]
+            gain = float(np.mean(paired)) if paired and variant != "baseline" else math.nan
+            gain_std = _std(paired) if variant != "baseline" else math.nan
+            noisy = variant != "baseline" and bool(paired) and not abs(gain) >= 2 * gain_std  # NaN std: noisy
+            rows.append(
+                {
+                    "method": method,
+                    "label": LABELS.get(method, method),
+                    "sparsity": sparsity,
+                    "variant": variant,
+                    "n_seeds": len(values),
+                    "seeds": " ".join(str(r.seed) for r in have),
+                    "mean": float(np.mean(values)) if values else math.nan,
+                    "std": _std(values),
+                    "gain": gain,
+                    "gain_std": gain_std,
+                    "within_noise": noisy,
+                    "experiments": " ".join(r.experiment for r in have),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _cell(row: pd.Series, variant: str) -> str:
+    if row.n_seeds == 0:
+        return "—"
+    text = f"{row['mean']:.2f}" if row.n_seeds == 1 else f"{row['mean']:.2f} ± {row['std']:.2f}"
+    text += f" ({row.n_seeds})"
+    if variant != "baseline" and not math.isnan(row.gain):
+        text += f" {row.gain:+.2f}{'~' if row.within_noise else ''}"
+    return text
+
+
+def to_markdown(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str], title: str) -> str:
+    """One table per sparsity: rows in the paper's method order, a column per variant."""
+    lines = [f"# {title}", ""]
+    for sparsity in sorted(df.sparsity.unique()):
+        part = df[df.sparsity == sparsity]
+        lines += [f"## sparsity {sparsity:g}", ""]
+        lines.append("| method | " + " | ".join(variants) + " |")
+        lines.append("|---|" + "---|" * len(variants))
+        for method in [m for m in methods if m in set(part.method)]:
+            rows = part[part.method == method].set_index("variant")
+            cells = [_cell(rows.loc[v], v) if v in rows.index else "—" for v in variants]
+            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "Cells: test accuracy (%) mean ± std over seeds (number of seeds), then the gain over `baseline`",
+        "averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the paired gains",
+        "(always, with one seed). Every cell's experiments are listed in the CSV (`experiments`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(df: pd.DataFrame, md: str, csv: Path, md_path: Path) -> None:
+    """The long-format CSV (one row per cell × variant, with experiment names) and the markdown."""
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4f")
+    write_text(md_path, md)
+
+
+def gain_heatmap(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str], path: Path) -> None:
+    """Gain of each trick over baseline, per method; one panel per sparsity, noisy cells hatched."""
+    tricks = [v for v in variants if v != "baseline"]
+    sparsities = sorted(df.sparsity.unique())
+    if not tricks:
+        raise ValueError("the heat-map needs at least one variant besides baseline in tricks.run")
+    rows = [m for m in methods if m in set(df.method)]
+    fig, axes = plt.subplots(
+        1, len(sparsities), figsize=(1.2 * len(tricks) * len(sparsities) + 3.5, 0.5 * len(rows) + 2.2),
+        squeeze=False,
+    )  # fmt: skip
+    gains = df[df.variant != "baseline"].gain.abs()
+    lim = max(float(np.nanmax(gains)) if gains.notna().any() else 1.0, 0.1)
+    image = None
+    for ax, sparsity in zip(axes[0], sparsities, strict=True):
+        part = df[df.sparsity == sparsity].set_index(["method", "variant"])
+        grid = np.full((len(rows), len(tricks)), np.nan)
+        for i, m in enumerate(rows):
+            for j, v in enumerate(tricks):
+                if (m, v) in part.index:
+                    grid[i, j] = part.loc[(m, v), "gain"]
+        image = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        for i, m in enumerate(rows):
+            for j, v in enumerate(tricks):
+                if np.isnan(grid[i, j]):
+                    continue
+                noisy = bool(part.loc[(m, v), "within_noise"])
+                color = "white" if abs(grid[i, j]) > 0.6 * lim else "black"
+                label = f"{grid[i, j]:+.1f}{'~' if noisy else ''}"
+                ax.text(j, i, label, ha="center", va="center", fontsize=8, color=color)
+                if noisy:
+                    ax.add_patch(
+                        plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", lw=0, alpha=0.35)
+                    )
+        ax.set_xticks(range(len(tricks)), tricks, rotation=30, ha="right")
+        ax.set_yticks(range(len(rows)), [LABELS.get(m, m) for m in rows] if ax is axes[0][0] else [])
+        ax.set_title(f"sparsity {sparsity:g}")
+    fig.colorbar(image, ax=axes[0].tolist(), label="gain (accuracy points)")
+    title = "Gain of each trick over baseline, test accuracy\n~ and hatching: within noise (|gain| < 2 std)"
+    fig.suptitle(title, fontsize=10, y=1.1)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def sparsity_plot(df: pd.DataFrame, methods: Sequence[str], path: Path, variants: Sequence[str]) -> None:
+    """Accuracy vs sparsity per method, baseline against the last of `variants` (ToST), ± std bars."""
+    rows = [m for m in methods if m in set(df.method)]
+    cols = min(4, len(rows))
+    n_rows = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.6 * n_rows), squeeze=False, sharey=True)
+    for ax, method in zip(axes.flat, rows, strict=False):
+        for variant, style in zip(variants, ("o-", "s--"), strict=False):
+            part = df[(df.method == method) & (df.variant == variant)].sort_values("sparsity")
+            ax.errorbar(
+                part.sparsity, part["mean"], yerr=part["std"].fillna(0), fmt=style, capsize=3, label=variant
+            )
+        ax.set_title(LABELS.get(method, method))
+        ax.set_xlabel("sparsity")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(rows) :]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
