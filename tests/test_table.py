@@ -249,6 +249,13 @@ def test_wait_polls_until_nothing_is_pending():
     assert len(slept) == 2
 
 
+def test_wait_takes_a_task_missing_from_the_queue_twice_as_finished():
+    dvc = FakeDvc([{"a": "Running"}, {}, {"a": "Running"}, {}, {"b": "Queued"}])
+    assert sweep.wait(dvc, ["a"], poll_s=1, sleep=lambda _: None) == {"a": "Success"}
+    # running, missing once (not yet finished), running again, then missing twice in a row: finished
+    assert len([c for c in dvc.calls if c[:2] == ["queue", "status"]]) == 5
+
+
 @pytest.fixture
 def stage_dir(tmp_path, monkeypatch):
     """A directory with the repository's params.yaml and presets, and a DVC that has no experiments."""

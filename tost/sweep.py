@@ -295,9 +295,17 @@ def wait(
     """Poll the queue until none of `names` is queued or running; print progress; final statuses."""
     start = time.monotonic()
     last = ""
+    unlisted: set[str] = set()
     while True:
         status = queue_status(dvc)
-        mine = {n: status.get(n, "Success") for n in names}  # a task DVC already forgot has finished
+        mine = {}
+        for name in names:
+            if name in status:
+                mine[name] = status[name]
+                unlisted.discard(name)
+            else:  # DVC drops finished tasks after a while; absent twice in a row counts as finished
+                mine[name] = "Success" if name in unlisted else "Running"
+                unlisted.add(name)
         counts = {s: sum(v == s for v in mine.values()) for s in STATUSES}
         line = (
             f"table: {counts['Success']}/{len(names)} done, {counts['Running']} running, "
