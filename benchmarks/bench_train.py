@@ -20,7 +20,6 @@ Prints one line per loop and the ratio; nothing is asserted (speed is never test
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import platform
 import time
 
@@ -105,7 +104,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=args.images)
-    rt = Runtime.detect(args.device, True, args.channels_last, args.compile)
+    rt = Runtime.detect(args.device, True, args.channels_last, args.compile, cpu_amp=args.cpu_bf16)
     dev = rt.device
     print(f"# {platform.node()} {platform.processor() or platform.machine()} torch {torch.__version__} "
           f"threads {torch.get_num_threads()} device {dev} "
@@ -142,11 +141,10 @@ def main() -> None:
     cfg = TrainConfig(
         epochs=args.epochs + 1, batch_size=args.batch_size, eval_batch_size=512, lr=0.1, momentum=0.9,
         nesterov=False, weight_decay=2e-4, schedule="cosine", milestones=(), gamma=0.1, device=args.device,
-        amp=True, channels_last=args.channels_last, compile=args.compile, max_grad_norm=0.0, nproc=1,
+        amp=True, cpu_amp=args.cpu_bf16, channels_last=args.channels_last, compile=args.compile,
+        max_grad_norm=0.0, nproc=1,
     )  # fmt: skip
     net, mask = sparse_model(args.arch, args.width, 0.9, 0)
-    if args.cpu_bf16 and dev.type == "cpu":
-        rt = dataclasses.replace(rt, amp_dtype=torch.bfloat16)
     trainer = Trainer(net, mask, data, dcfg, cfg, [], rt, 0, "bench")
     trainer.train_epoch()  # warm-up (and compilation)
     seconds = sum(trainer.train_epoch()[2] for _ in range(args.epochs))

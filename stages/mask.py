@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", type=Path, help="folder for resume files (kept outside DVC's outs)")
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
-    rt = Runtime.detect(p.train.device, p.train.amp, p.train.channels_last, p.train.compile)
+    rt = Runtime.detect(
+        p.train.device, p.train.amp, p.train.channels_last, p.train.compile, cpu_amp=p.train.cpu_amp
+    )
     seed_everything(p.seed)
     prepared = data.load_prepared(args.data)
     model = build_model(p, prepared.num_classes, prepared.shape)

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     launch = distributed.from_env()
     nproc = p.train.nproc if launch is None else launch.local_world_size
-    rt = Runtime.detect(p.train.device, p.train.amp, p.train.channels_last, p.train.compile, nproc)
+    rt = Runtime.detect(
+        p.train.device, p.train.amp, p.train.channels_last, p.train.compile, nproc, cpu_amp=p.train.cpu_amp
+    )
     if launch is None and nproc > 1:
         distributed.relaunch(nproc, "stages.train", argv)
         return

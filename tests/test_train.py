@@ -163,3 +163,15 @@ def test_a_training_step_never_waits_for_the_host(params, tiny_data):
             torch.cuda.set_sync_debug_mode(0)
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
     assert counts[0] == counts[1], f"syncs per epoch grow with the number of steps: {counts}"
+
+
+def test_cpu_autocast_is_opt_in_and_keeps_the_mask(params, tiny_data):
+    assert Runtime.detect("cpu", True, False, False).amp_dtype is None  # train.amp alone: CUDA only
+    rt = Runtime.detect("cpu", True, False, False, cpu_amp=True)
+    assert rt.amp_dtype is torch.bfloat16
+    net = _net()
+    mask = _mask(net)
+    res = fit(net, mask, tiny_data, params.data, params.train, [], rt, seed=0)
+    assert mask.violations(prunable(res.model)) == {}
+    assert all(p.dtype is torch.float32 for p in res.model.parameters())  # weights stay fp32
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]

@@ -111,6 +111,7 @@ class TrainConfig:
     gamma: float
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
+    cpu_amp: bool
     channels_last: bool
     compile: bool
     max_grad_norm: float

@@ -33,8 +33,13 @@ class Runtime:
     gpu_lock: IO[bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def detect(cls, device: str, amp: bool, channels_last: bool, compile: bool, nproc: int = 1) -> Runtime:
-        """Resolve `train.device` (auto → CUDA when present); bf16 autocast only on CUDA.
+    def detect(
+        cls, device: str, amp: bool, channels_last: bool, compile: bool, nproc: int = 1, cpu_amp: bool = False
+    ) -> Runtime:
+        """Resolve `train.device` (auto → CUDA when present) and the autocast dtype.
+
+        bf16 autocast: on CUDA with `amp`; on the CPU only with `cpu_amp`, because there it changes
+        results and pays only on CPUs with bf16 units, while fp32 CPU runs stay bit-reproducible.
 
         `nproc` processes on CUDA need a GPU each; asking for more is refused here, before torchrun
         starts anything, whether CUDA was asked for or chosen by `auto`.
@@ -62,7 +67,7 @@ class Runtime:
         dev = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
         return cls(
             device=dev,
-            amp_dtype=torch.bfloat16 if (amp and use_cuda) else None,
+            amp_dtype=torch.bfloat16 if (amp if use_cuda else cpu_amp) else None,
             channels_last=channels_last,
             compile=compile,
             gpu_lock=lock,

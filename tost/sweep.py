@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,11 +35,12 @@ log = logging.getLogger(__name__)
 
 Dvc = Callable[[Sequence[str]], str]  # runs `dvc <args>`, returns stdout, raises TostError on failure
 STATUSES = ("Queued", "Running", "Success", "Failed")
+DVC = (sys.executable, "-m", "dvc")  # the dvc of this environment, whatever PATH holds
 
 
 def run_dvc(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """Run `dvc` and return its stdout; a failure becomes one error with DVC's own last line."""
-    proc = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run([*DVC, *args], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
         raise TostError(f"dvc {' '.join(args[:3])} ... failed: {last}")
@@ -53,7 +55,7 @@ def start_queue(jobs: int, env: Mapping[str, str] | None = None) -> None:
     """
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.run(
-            ["dvc", "queue", "start", "-j", str(jobs)],
+            [*DVC, "queue", "start", "-j", str(jobs)],
             stdout=subprocess.DEVNULL, stderr=err, env=env, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
