@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, help="experiments at once (default: report.jobs)")
     ap.add_argument("--no-run", action="store_true", help="only tabulate experiments that already exist")
     ap.add_argument(
+        "--all-commits", action="store_true", help="also reuse earlier commits' experiments (older code)"
+    )
+    ap.add_argument(
         "--dry-run", action="store_true", help="print what would be reused and queued, run nothing"
     )
     ap.add_argument("--out", help="output prefix (default metrics/table, or metrics/table-<presets>)")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     stem = args.out or "metrics/table" + "".join(f"-{Path(n).stem}" for n in presets)
 
     cells = sweep.plan(target)
-    found = sweep.match(cells, sweep.experiments(sweep.run_dvc), variants, report.metric)
+    found = sweep.match(cells, sweep.experiments(sweep.run_dvc, args.all_commits), variants, report.metric)
     missing = [c for c in cells if c.name not in found]
     log.info(
         "table: %d experiments (%d methods × %d sparsities × %d seeds), %d found, %d to run, %d at once",
@@ -112,12 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, state in final.items():
             if state == "Failed":
                 log.error("table: experiment %s failed; its log: dvc queue logs %s", name, name)
-        found = sweep.match(cells, sweep.experiments(sweep.run_dvc), variants, report.metric)
+        exps = sweep.experiments(sweep.run_dvc, args.all_commits)
+        found = sweep.match(cells, exps, variants, report.metric)
 
     runs = [found[c.name][1] for c in cells if c.name in found]
     if not runs:
         raise TostError("no finished experiment answers any cell of the table; run without --no-run")
-    df = aggregate(runs, variants)
+    df = aggregate(runs, variants, report.methods)
     m, d = params.model, params.data
     title = f"{m.arch} (width {m.width}) on {d.name}, {params.train.epochs} epochs"
     md = to_markdown(df, variants, report.methods, title)

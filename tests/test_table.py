@@ -344,3 +344,12 @@ def test_runtime_claims_a_gpu_of_its_own_in_a_parallel_sweep(tmp_path, monkeypat
     assert (first.device.index, second.device.index) == (0, 1)
     first.gpu_lock.close()
     assert Runtime.detect("cuda", True, True, False).device.index == 0
+
+
+def test_rows_follow_the_table_order_and_old_commits_are_opt_in():
+    df = aggregate(runs_two_seeds(), ["baseline", "tost"], ["snip", "random"])
+    assert list(dict.fromkeys(df.method)) == ["snip", "random"]
+    calls = []
+    sweep.experiments(lambda args: calls.append(list(args)) or "[]")
+    sweep.experiments(lambda args: calls.append(list(args)) or "[]", all_commits=True)
+    assert "-A" not in calls[0] and "-A" in calls[1]

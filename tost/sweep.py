@@ -222,9 +222,13 @@ def parse_exp_show(text: str) -> list[Experiment]:
     return out
 
 
-def experiments(dvc: Dvc) -> list[Experiment]:
-    """The finished experiments of the current commit."""
-    return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch"]))
+def experiments(dvc: Dvc, all_commits: bool = False) -> list[Experiment]:
+    """The finished experiments of the current commit, or of every commit with `all_commits`.
+
+    Experiments of older commits ran older code: reusing them is the user's explicit choice
+    (`--all-commits`), for when the commits since changed nothing that affects the results.
+    """
+    return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch", *(["-A"] if all_commits else [])]))
 
 
 def as_run(exp: Experiment, variants: Sequence[str], metric: str) -> Run | None:

@@ -55,7 +55,7 @@ def _std(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def aggregate(runs: Iterable[Run], variants: Sequence[str]) -> pd.DataFrame:
+def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (method, sparsity, variant): mean, std, seeds, the gain over baseline and its noise.
 
     Runs of the same (method, sparsity, seed) are deduplicated (the first wins) so that an
@@ -65,7 +65,9 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str]) -> pd.DataFrame:
     for run in runs:
         cells.setdefault((run.method, run.sparsity, run.seed), run)
     rows = []
-    for method, sparsity in sorted({(m, s) for m, s, _ in cells}, key=lambda k: (k[1], k[0])):
+    order = {m: i for i, m in enumerate(methods)}  # rows in the table's order, others after, by name
+    keys = {(m, s) for m, s, _ in cells}
+    for method, sparsity in sorted(keys, key=lambda k: (k[1], order.get(k[0], len(order)), k[0])):
         seeded = sorted(
             (r for (m, s, _), r in cells.items() if (m, s) == (method, sparsity)), key=lambda r: r.seed
         )
