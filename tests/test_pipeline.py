@@ -158,6 +158,7 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
 
 def test_table_reuses_experiments_and_queues_the_rest(repo):
     # A cell the user already ran by hand, under their own name: the table must take it, not rerun it.
+    run(repo, "git", "checkout", "--", ".")  # earlier `exp run`s left their params in the workspace
     run(repo, "dvc", "exp", "run", "-n", "by-hand", "-S", "prune.method=snip", "-S", "seed=1")
     run(repo, "git", "checkout", "--", ".")  # `exp run` leaves its params in the workspace
     before = set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split())
