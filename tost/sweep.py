@@ -101,7 +101,10 @@ def override(raw: Mapping[str, Any], updates: Mapping[str, Any], source: str) ->
 
 def training_identity(raw: Mapping[str, Any]) -> str:
     """Canonical JSON of everything that determines a run's results (all params but `report`)."""
-    params = config.parse(raw)
+    return _identity(config.parse(raw))
+
+
+def _identity(params: config.Params) -> str:
     fields = {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.name != "report"}
     plain = json.loads(json.dumps(fields, default=_plain, sort_keys=True))
     return json.dumps(plain, sort_keys=True)
@@ -231,14 +234,8 @@ def experiments(dvc: Dvc, all_commits: bool = False) -> list[Experiment]:
     return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch", *(["-A"] if all_commits else [])]))
 
 
-def as_run(exp: Experiment, variants: Sequence[str], metric: str) -> Run | None:
+def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metric: str) -> Run | None:
     """The table's view of one experiment; None unless every variant's metrics are present."""
-    if exp.params is None:
-        return None
-    try:
-        params = config.parse(exp.params)
-    except ConfigError:
-        return None  # made by another version of the params layout: not comparable
     accuracy = {}
     for variant in variants:
         data = exp.metrics.get(f"metrics/train/{variant}.json") or {}
@@ -252,14 +249,15 @@ def match(cells: Sequence[Cell], exps: Sequence[Experiment], variants: Sequence[
     """Cell name -> (Experiment, Run) for every cell some finished experiment already answers."""
     by_identity: dict[str, tuple[Experiment, Run]] = {}
     for exp in exps:
-        run = as_run(exp, variants, metric)
-        if run is None:
+        if exp.params is None:
             continue
         try:
-            identity = training_identity(exp.params or {})
+            params = config.parse(exp.params)
         except ConfigError:
-            continue
-        by_identity.setdefault(identity, (exp, run))
+            continue  # made by another version of the params layout: not comparable
+        run = as_run(exp, params, variants, metric)
+        if run is not None:
+            by_identity.setdefault(_identity(params), (exp, run))
     return {c.name: by_identity[c.identity] for c in cells if c.identity in by_identity}
 
 
