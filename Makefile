@@ -29,7 +29,7 @@ repro: venv
 ## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)
 table: venv
-	$(BIN)/python -m stages.table $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) $(TABLE_ARGS)
+	$(BIN)/python -m sweep $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) $(TABLE_ARGS)
 
 ## make test: set up .venv, lint, run the test suite
 test: venv lint pytest

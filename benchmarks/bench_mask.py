@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import platform
 import time
 from collections.abc import Callable
@@ -34,16 +33,16 @@ import torch
 from tost import config
 from tost.config import DataConfig
 from tost.data import Prepared, Split
-from tost.loader import DeviceLoader
 from tost.models import build
+from tost.prune import context
 from tost.runtime import Runtime
 from tost.sparsity.mask import Mask, prunable
 from tost.sparsity.methods import METHODS
-from tost.sparsity.methods.base import PruneContext
-from tost.train import Trainer, fit
+from tost.train import Trainer
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 TRAINING = ("magnitude", "gmp", "lt")
+DATA = DataConfig("digits", "", False, 0.1, 0.2, 4, True)  # crop 4 and flip, as for CIFAR
 
 
 def sync(dev: torch.device) -> None:
@@ -110,37 +109,34 @@ def enforcement(args: argparse.Namespace, rt: Runtime, train_cfg: config.TrainCo
 
 def scoring(args: argparse.Namespace, rt: Runtime, p: config.Params) -> None:
     data = random_data(args.images)
-    dcfg = DataConfig("digits", "", False, 0.1, 0.2, 4, True)
-    cfg = dataclasses.replace(p.train, batch_size=args.batch_size, nproc=1)
-    loader = DeviceLoader(data.train, MEAN, STD, args.batch_size, rt.device, train=True, crop_padding=4,
-                          flip=True, seed=0, memory_format=rt.memory_format)  # fmt: skip
     options = dict(p.prune_options)
     if args.synflow_iters:
         options["synflow"] = dataclasses.replace(options["synflow"], iters=args.synflow_iters)
     rows = []
-    trained = [0.0]  # seconds spent inside train_fn by the current method
-
-    def train_fn(net, mask, epochs, run, on_epoch_end=None):  # noqa: ANN001, ANN202
-        start = time.perf_counter()
-        out = fit(net, mask, data, dcfg, dataclasses.replace(cfg, epochs=epochs), [], rt, 0, name=run,
-                  on_epoch_end=on_epoch_end)  # fmt: skip
-        trained[0] += time.perf_counter() - start
-        return out
+    trained = [0.0]  # seconds spent inside the train function by the current method
 
     for name in (n for n in METHODS if n != "file" and (not args.methods or n in args.methods)):
-        torch.manual_seed(0)
-        model = build("resnet18", 10, (3, 32, 32), args.width).to(rt.device)
-        trained[0] = 0.0
-        ctx = PruneContext(
-            model=model, sparsity=0.9, rounds=args.lt_rounds if name == "lt" else 1, scope="global",
-            include_first=True, include_last=False,
-            batches=lambda: itertools.islice(iter(loader), args.batches),
-            generator=torch.Generator().manual_seed(0), device=rt.device, train=train_fn,
-            pretrain_epochs=args.pretrain_epochs, input_shape=(3, 32, 32),
+        prune = dataclasses.replace(
+            p.prune, method=name, sparsity=0.9, rounds=args.lt_rounds if name == "lt" else 1, scope="global",
+            batches=args.batches, batch_size=args.batch_size, pretrain_epochs=args.pretrain_epochs,
         )  # fmt: skip
+        train = dataclasses.replace(p.train, batch_size=args.batch_size, nproc=1)
+        params = dataclasses.replace(p, prune=prune, train=train, data=DATA, prune_options=options)
+        torch.manual_seed(0)
+        model = build("resnet18", 10, (3, 32, 32), args.width)
+        ctx = context(params, data, model, rt)
+
+        def timed(*a: Any, _train: Callable[..., Any] = ctx.train, **kw: Any) -> Any:
+            start = time.perf_counter()
+            out = _train(*a, **kw)
+            trained[0] += time.perf_counter() - start
+            return out
+
+        ctx = dataclasses.replace(ctx, train=timed)
+        trained[0] = 0.0
         sync(rt.device)
         start = time.perf_counter()
-        mask = METHODS[name].find_mask(ctx, options.get(name))
+        mask = METHODS[name].find_mask(ctx, options.get(name)).mask
         sync(rt.device)
         total = time.perf_counter() - start
         note = ""
@@ -178,7 +174,10 @@ def main() -> None:
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     args = ap.parse_args()
     p = config.load("params.yaml")
-    rt = Runtime.detect(args.device, True, args.channels_last, args.compile)
+    train = dataclasses.replace(
+        p.train, device=args.device, channels_last=args.channels_last, compile=args.compile
+    )
+    rt = Runtime.from_config(train)
     print(f"# {platform.node()} {platform.processor() or platform.machine()} torch {torch.__version__} "
           f"threads {torch.get_num_threads()} device {rt.device} "
           f"{torch.cuda.get_device_name() if rt.device.type == 'cuda' else ''}")  # fmt: skip

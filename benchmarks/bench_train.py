@@ -20,6 +20,7 @@ Prints one line per loop and the ratio; nothing is asserted (speed is never test
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 
@@ -30,6 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from tost import config
 from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared, Split
 from tost.models import build
@@ -104,7 +106,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=args.images)
-    rt = Runtime.detect(args.device, True, args.channels_last, args.compile, cpu_amp=args.cpu_bf16)
+    train = dataclasses.replace(
+        config.load("params.yaml").train, device=args.device, channels_last=args.channels_last,
+        compile=args.compile, cpu_amp=args.cpu_bf16,
+    )  # fmt: skip
+    rt = Runtime.from_config(train)
     dev = rt.device
     print(f"# {platform.node()} {platform.processor() or platform.machine()} torch {torch.__version__} "
           f"threads {torch.get_num_threads()} device {dev} "

@@ -1,22 +1,30 @@
-"""What every stage shares: logging, the one-line error for user mistakes, and small glue helpers."""
+"""What every stage shares: logging, the one-line error for user mistakes, and the process's runtime.
+
+This is glue, not library: it may hold process state (the GPU slot lock) and start processes (the
+torchrun relaunch), which the library never does.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import os
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO
 
+import torch
 from torch import nn
 
 from tost import models
-from tost.config import Params
-from tost.errors import CheckpointError, TostError
+from tost.config import Params, TrainConfig
+from tost.errors import TostError, TrainingError
+from tost.io import load_tensors
+from tost.runtime import Runtime
 
 PARAMS = Path("params.yaml")
+_HELD: list[IO[bytes]] = []  # the GPU slot this process claimed; the kernel frees it when we exit
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -32,43 +40,48 @@ def run_stage(main: Callable[[], None]) -> None:
         raise SystemExit(130) from None
 
 
-def build_model(p: Params, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
-    return models.build(p.model.arch, num_classes, shape, p.model.width)
+def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
+    """This process's runtime; first, when a sweep runs experiments in parallel, a GPU slot of its own.
+
+    The sweep (`sweep.slots`) sets the lock directory; a single process that will use CUDA claims a
+    slot there and keeps it until it exits. torchrun workers get their GPUs from torchrun instead.
+    """
+    if cfg.device != "cpu" and torch.cuda.is_available() and nproc == 1 and "LOCAL_RANK" not in os.environ:
+        from sweep import slots  # only the sweep's experiments pay for it
+
+        if (asked := slots.requested(os.environ)) is not None:
+            index, handle = slots.claim(asked[0], torch.cuda.device_count(), asked[1])
+            _HELD.append(handle)
+            torch.cuda.set_device(index)
+    return Runtime.from_config(cfg, nproc, layout)
 
 
-def load_weights(model: nn.Module, obj: Any, source: Path, p: Params) -> None:
-    """Load a tost init/checkpoint into `model`, refusing (in one line) one made for another model."""
-    state = obj.get("state_dict") if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{source}: not a tost init or checkpoint (no state_dict)")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = [
-        f"{len(v)} {what} ({v[0]})"
-        for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
-        if v
-    ]
-    if problems:
-        raise CheckpointError(
-            f"{source}: does not fit model.arch={p.model.arch} width={p.model.width}: "
-            f"{', '.join(problems)}; was it made with other model settings?"
+def build_model(
+    p: Params, prepared_shape: tuple[int, int, int], num_classes: int, weights: Path
+) -> nn.Module:
+    """The configured architecture with the weights of an init or checkpoint file."""
+    model = models.build(p.model.arch, num_classes, prepared_shape, p.model.width)
+    described = f"model.arch={p.model.arch} width={p.model.width}"
+    models.load_weights(model, load_tensors(weights), str(weights), described)
+    return model
+
+
+def torchrun_command(nproc: int, module: str, args: Sequence[str]) -> list[str]:
+    """`python -m torch.distributed.run` for one node with `nproc` workers running `python -m module`."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+        "-m", module, *args,
+    ]  # fmt: skip
+
+
+def relaunch(nproc: int, module: str, args: Sequence[str]) -> None:
+    """Run `module` again under torchrun with `nproc` workers and wait; a failure is one clear error.
+
+    The workers print their own error lines; this adds the one that says the launch as a whole failed,
+    so the stage still ends with a single `error:` line of its own and a non-zero exit code.
+    """
+    rc = subprocess.run(torchrun_command(nproc, module, args), check=False).returncode
+    if rc != 0:
+        raise TrainingError(
+            f"train.nproc={nproc}: a torchrun worker failed (exit code {rc}); its error is printed above"
         )
-    model.load_state_dict(state)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fingerprint(parts: dict[str, Any], files: list[Path]) -> str:
-    """Identify a run by its params and input files, so a resume file is only used for the same run."""
-    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(file_digest(f).encode())
-    return h.hexdigest()

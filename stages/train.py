@@ -5,21 +5,22 @@ its shard, and rank 0 alone writes the checkpoint, metrics, curve and resume fil
 """
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from stages._common import PARAMS, build_model, fingerprint, load_weights, run_stage
-from tost import config, data, distributed, train
-from tost.io import load_tensors, save_tensors, write_json, write_text
-from tost.runtime import Runtime, seed_everything
+from stages._common import PARAMS, build_model, relaunch, run_stage, runtime
+from tost import config, data, distributed
+from tost.io import save_tensors, write_json, write_text
+from tost.resume import ResumeDir, run_identity
+from tost.runtime import seed_everything
 from tost.sparsity.mask import Mask
+from tost.train import Trainer
 from tost.tricks import build_variant
 
-log = logging.getLogger("stages.train")
+SECTIONS = ("seed", "data", "model", "train", "tricks")  # with the variant, mask and init: the run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,45 +37,27 @@ def main(argv: list[str] | None = None) -> None:
         )
     launch = distributed.from_env()
     nproc = p.train.nproc if launch is None else launch.local_world_size
-    rt = Runtime.detect(
-        p.train.device, p.train.amp, p.train.channels_last, p.train.compile, nproc, cpu_amp=p.train.cpu_amp
-    )
+    rt = runtime(p.train, nproc)
     if launch is None and nproc > 1:
-        distributed.relaunch(nproc, "stages.train", argv)
-        return
+        return relaunch(nproc, "stages.train", argv)
     with distributed.process_group(rt, launch) as rt:
-        if rt.rank > 0:  # one progress line per epoch, from rank 0
-            logging.getLogger().setLevel(logging.WARNING)
-        _train(args, p, rt)
-
-
-def _train(args: argparse.Namespace, p: config.Params, rt: Runtime) -> None:
-    seed_everything(p.seed)
-    prepared = data.load_prepared(args.data)
-    model = build_model(p, prepared.num_classes, prepared.shape)
-    load_weights(model, load_tensors(args.init), args.init, p)
-    mask, _ = Mask.load(args.mask)
-    tricks = build_variant(args.variant, p.tricks.options)
-    run_id = fingerprint(
-        {"variant": args.variant, **{k: dataclasses.asdict(v) for k, v in
-                                     (("data", p.data), ("model", p.model), ("train", p.train))},
-         "tricks": {k: dataclasses.asdict(v) for k, v in p.tricks.options.items()}, "seed": p.seed},
-        [args.mask, args.init],
-    )  # fmt: skip
-    result = train.fit(
-        model, mask, prepared, p.data, p.train, tricks, rt, p.seed,
-        name=f"train[{args.variant}]", resume=args.resume, fingerprint=run_id,
-    )  # fmt: skip
-    if rt.rank > 0:
-        return
-    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    save_tensors(
-        args.ckpt,
-        {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width,
-         "variant": args.variant, "state_dict": state},
-    )  # fmt: skip
-    write_json(args.metrics, {"variant": args.variant, **result.summary})
-    write_text(args.curve, pd.DataFrame(result.history).to_csv(index=False, float_format="%.6g"))
+        logging.getLogger().setLevel(logging.INFO if rt.rank == 0 else logging.WARNING)  # rank 0 reports
+        seed_everything(p.seed)
+        prepared = data.load_prepared(args.data)
+        model = build_model(p, prepared.shape, prepared.num_classes, args.init)
+        identity = run_identity(p, SECTIONS, [args.mask, args.init], extra={"variant": args.variant})
+        resume = ResumeDir(args.resume, identity) if args.resume else None
+        tricks = build_variant(args.variant, p.tricks.options)
+        trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, tricks, rt, p.seed,
+                          name=f"train[{args.variant}]")  # fmt: skip
+        result = trainer.fit(resume)
+        if rt.rank > 0:
+            return None
+        state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+        save_tensors(args.ckpt, {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width,
+                                 "variant": args.variant, "state_dict": state})  # fmt: skip
+        write_json(args.metrics, {"variant": args.variant, **result.summary})
+        write_text(args.curve, pd.DataFrame(result.history).to_csv(index=False, float_format="%.6g"))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,57 @@
-"""Shared fixtures: the repository's params as a dict, tiny models and tiny synthetic data."""
+"""Shared test helpers: the repository's params, tiny models, masks and synthetic data, one-call training."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
+from torch import nn
 
+from tost import config
+from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared, Split
+from tost.models import build
+from tost.resume import ResumeDir
+from tost.runtime import Runtime
+from tost.sparsity.mask import Mask, prunable
+from tost.train import FitResult, Trainer
+from tost.tricks.base import Trick
 
 ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (1, 8, 8)
+
+
+def repo_params() -> dict:
+    """A fresh copy of the repository's params.yaml as a dict."""
+    return copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 @pytest.fixture
 def raw_params() -> dict:
     """A fresh copy of the repository's params.yaml, to be edited by a test."""
-    return copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    return repo_params()
+
+
+def set_key(raw: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested params dict."""
+    *path, last = dotted.split(".")
+    node = raw
+    for k in path:
+        node = node[k]
+    node[last] = value
+
+
+def params(**changes: Any) -> config.Params:
+    """The repository's params with dotted changes (`params(**{"train.lr": 0.05})`), validated."""
+    raw = repo_params()
+    for dotted, value in changes.items():
+        set_key(raw, dotted, value)
+    return config.parse(raw)
 
 
 def tiny_prepared(n: int = 96, classes: int = 4, size: int = 8, channels: int = 1, seed: int = 0) -> Prepared:
@@ -42,3 +76,36 @@ def tiny_prepared(n: int = 96, classes: int = 4, size: int = 8, channels: int = 
 @pytest.fixture
 def tiny_data() -> Prepared:
     return tiny_prepared()
+
+
+def tiny_net(arch: str = "resnet20", seed: int = 0, classes: int = 4, width: int = 4) -> nn.Module:
+    """A narrow model for 8×8 grey images, built after seeding torch with `seed`."""
+    torch.manual_seed(seed)
+    return build(arch, classes, SHAPE, width)
+
+
+def random_mask(net: nn.Module, sparsity: float = 0.8, seed: int = 0, apply: bool = False) -> Mask:
+    """A seeded random mask over the prunable weights (about `sparsity` pruned); optionally applied."""
+    g = torch.Generator().manual_seed(seed)
+    mask = Mask({n: torch.rand(w.shape, generator=g) >= sparsity for n, w in prunable(net).items()})
+    if apply:
+        mask.apply_(prunable(net))
+    return mask
+
+
+def fit(
+    net: nn.Module,
+    mask: Mask,
+    data: Prepared,
+    dcfg: DataConfig,
+    cfg: TrainConfig,
+    tricks: Sequence[Trick] = (),
+    rt: Runtime | None = None,
+    seed: int = 0,
+    name: str = "train",
+    resume: ResumeDir | None = None,
+    on_epoch_end: Callable[[Trainer], None] | None = None,
+) -> FitResult:
+    """One call for the tests: build a `Trainer` and run it to the end."""
+    trainer = Trainer(net, mask, data, dcfg, cfg, tricks, rt or Runtime.cpu(), seed, name)
+    return trainer.fit(resume, on_epoch_end)

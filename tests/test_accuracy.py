@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from tests.conftest import fit
 from tost import config, data, models
 from tost.runtime import Runtime
 from tost.sparsity.mask import Mask, prunable
-from tost.train import fit
 
 
 def test_dense_default_model_reaches_95_percent_on_digits(raw_params):

@@ -28,6 +28,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
+from stages import _common
 from stages import train as train_stage
 from stages._common import run_stage
 from tost import config, data, distributed
@@ -38,7 +39,7 @@ from tost.loader import DeviceLoader
 from tost.models import build
 from tost.runtime import Runtime, seed_everything
 from tost.sparsity.mask import Mask, prunable
-from tost.train import FitResult, fit
+from tost.train import FitResult, Trainer
 from tost.tricks import build_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def _fit(p: config.Params, prepared: Prepared, rt: Runtime) -> FitResult:
     net, mask = _net_and_mask(p, prepared)
     seed_everything(p.seed)
     tricks = build_variant(VARIANT, p.tricks.options)
-    return fit(net, mask, prepared, p.data, p.train, tricks, rt, p.seed, name=VARIANT)
+    return Trainer(net, mask, prepared, p.data, p.train, tricks, rt, p.seed, name=VARIANT).fit()
 
 
 def _rank_main(rank: int, world: int, port: int, raw: dict, prepared: Prepared, out: Path) -> None:
@@ -146,7 +147,7 @@ def _argv(variant: str, art: Path, out: Path) -> list[str]:
     return [
         variant, "--data", str(art / "data"), "--mask", str(art / "mask.pt"), "--init", str(art / "init.pt"),
         "--ckpt", str(out / "ckpt.pt"), "--metrics", str(out / "metrics.json"),
-        "--curve", str(out / "curve.csv"), "--resume", str(out / "resume.pt"),
+        "--curve", str(out / "curve.csv"), "--resume", str(out / "resume"),
     ]  # fmt: skip
 
 
@@ -179,13 +180,16 @@ def test_more_processes_than_gpus_is_one_line(tmp_path, monkeypatch, capsys, raw
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(TrainingError, match=r"train.nproc=2 but only 1 CUDA GPU\(s\) are visible"):
-        Runtime.detect(device, True, True, False, nproc=2)
+        Runtime.from_config(
+            config.parse({**raw_params, "train": {**raw_params["train"], "device": device}}).train, nproc=2
+        )
 
     raw_params = _params(raw_params, 2)
     raw_params["train"]["device"] = device
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(distributed, "relaunch", lambda *a: pytest.fail("torchrun must not start"))
+    monkeypatch.setattr(_common, "relaunch", lambda *a: pytest.fail("torchrun must not start"))
+    monkeypatch.setattr(train_stage, "relaunch", lambda *a: pytest.fail("torchrun must not start"))
     for var in ("LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
     argv = _argv("baseline", tmp_path, tmp_path / "out")  # never read: the error comes first

@@ -7,14 +7,18 @@ import dataclasses
 import pytest
 import torch
 
-from tests.conftest import tiny_prepared
+from tests.conftest import fit, tiny_prepared
+from tests.conftest import random_mask as _mask
+from tests.conftest import tiny_net as _net
 from tost import config
+from tost.config import TrainConfig
 from tost.errors import TrainingError
-from tost.loader import DeviceLoader, random_crop_flip
-from tost.models import build
+from tost.io import load_tensors
+from tost.loader import DeviceLoader, apply_crop_flip, draw_crop_flip
+from tost.resume import ResumeDir
 from tost.runtime import Runtime
 from tost.sparsity.mask import Mask, prunable
-from tost.train import Trainer, fit
+from tost.train import Trainer
 
 
 @pytest.fixture
@@ -23,21 +27,11 @@ def params(raw_params):
     return config.parse(raw_params)
 
 
-def _net(seed=0):
-    torch.manual_seed(seed)
-    return build("resnet20", 4, (1, 8, 8), 4)
-
-
-def _mask(net, sparsity=0.8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return Mask({n: torch.rand(w.shape, generator=g) >= sparsity for n, w in prunable(net).items()})
-
-
 def test_fit_learns_and_keeps_the_mask(params, tiny_data):
     net = _net()
     mask = _mask(net)
     cfg = dataclasses.replace(params.train, epochs=6)
-    res = fit(net, mask, tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+    res = fit(net, mask, tiny_data, params.data, cfg, seed=0)
     assert mask.violations(prunable(res.model)) == {}
     assert res.summary["sparsity"] == pytest.approx(mask.stats().sparsity, abs=1e-6)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
@@ -47,67 +41,65 @@ def test_fit_learns_and_keeps_the_mask(params, tiny_data):
 
 
 def test_same_seed_same_result(params, tiny_data):
-    runs = [
-        fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=3)
-        for _ in range(2)
-    ]
+    runs = [fit(_net(), _mask(_net()), tiny_data, params.data, params.train, seed=3) for _ in range(2)]
     for a, b in zip(runs[0].history, runs[1].history, strict=True):
         assert a["train_loss"] == b["train_loss"]
         assert a["test_acc"] == b["test_acc"]
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(params, tiny_data, tmp_path):
-    full = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=1)
-    resume = tmp_path / "resume.pt"
+    full = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, seed=1)
+    resume = ResumeDir(tmp_path, "run")
     t = Trainer(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), 1)
-    from tost.io import save_tensors
-
     for _ in range(2):  # killed after two of three epochs
         t.run_epoch()
-    save_tensors(resume, t.state("run"))
-    res = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=1,
-              resume=resume, fingerprint="run")  # fmt: skip
+    resume.save(t.name, t.state())
+    res = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, seed=1, resume=resume)
     assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in full.history]
     assert res.summary["final_test_acc"] == full.summary["final_test_acc"]
     for a, b in zip(res.model.state_dict().values(), full.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert not resume.exists()  # consumed once the run finished
+    assert not resume.path(t.name).exists()  # consumed once the run finished
 
 
-def test_resume_file_from_another_run_is_ignored(params, tiny_data, tmp_path):
-    resume = tmp_path / "resume.pt"
-    t = Trainer(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), 1)
-    t.run_epoch()
-    from tost.io import save_tensors
-
-    save_tensors(resume, t.state("other-run"))
-    res = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, [], Runtime.cpu(), seed=1,
-              resume=resume, fingerprint="this-run")  # fmt: skip
-    assert len(res.history) == params.train.epochs
+def test_resume_file_from_another_run_is_ignored(params, tiny_data, tmp_path, caplog):
+    """A state saved under another identity is never loaded: the result is the fresh run's, bit for bit."""
+    other = Trainer(
+        _net(seed=7), _mask(_net(), 0.5), tiny_data, params.data, params.train, [], Runtime.cpu(), 1
+    )
+    other.run_epoch()
+    ResumeDir(tmp_path, "other-run").save(other.name, other.state())
+    fresh = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, seed=1)
+    with caplog.at_level("INFO"):
+        res = fit(_net(), _mask(_net()), tiny_data, params.data, params.train, seed=1,
+                  resume=ResumeDir(tmp_path, "this-run"))  # fmt: skip
+    assert "is from another run" in caplog.text
+    assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in fresh.history]
+    for a, b in zip(res.model.state_dict().values(), fresh.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(params, tiny_data):
     cfg = dataclasses.replace(params.train, lr=1e6, weight_decay=0.0)
     with pytest.raises(TrainingError, match=r"non-finite at epoch \d+, step \d+"):
-        fit(_net(), _mask(_net(), 0.0), tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+        fit(_net(), _mask(_net(), 0.0), tiny_data, params.data, cfg, seed=0)
 
 
 def test_batch_larger_than_dataset_is_refused(params, tiny_data):
     cfg = dataclasses.replace(params.train, batch_size=10_000)
     with pytest.raises(TrainingError, match="train.batch_size"):
-        fit(_net(), _mask(_net()), tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+        fit(_net(), _mask(_net()), tiny_data, params.data, cfg, seed=0)
 
 
-def test_cuda_requested_without_gpu_is_refused():
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
+def test_cuda_requested_without_gpu_is_refused(params, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TrainingError, match="train.device=cuda"):
-        Runtime.detect("cuda", True, True, False)
+        Runtime.from_config(dataclasses.replace(params.train, device="cuda"))
 
 
 def test_multistep_schedule_drops_lr_at_milestones(params, tiny_data):
     cfg = dataclasses.replace(params.train, epochs=4, schedule="multistep", milestones=(1, 3), gamma=0.1)
-    res = fit(_net(), _mask(_net()), tiny_data, params.data, cfg, [], Runtime.cpu(), seed=0)
+    res = fit(_net(), _mask(_net()), tiny_data, params.data, cfg, seed=0)
     lrs = [r["lr"] for r in res.history]
     assert lrs == pytest.approx([0.05, 0.005, 0.005, 0.0005])
 
@@ -117,7 +109,7 @@ def test_device_augmentation_crops_and_flips_like_torchvision():
     g = torch.Generator().manual_seed(0)
     seen_shift, seen_flip = False, False
     for _ in range(50):
-        out = random_crop_flip(x, 1, True, g)
+        out = apply_crop_flip(x, 1, draw_crop_flip(len(x), 1, True, g, x.device))
         assert out.shape == x.shape and out.dtype == torch.uint8
         for i in range(2):
             o = out[i, 0]
@@ -147,7 +139,7 @@ def test_a_training_step_never_waits_for_the_host(params, tiny_data):
     """The host syncs of an epoch are the per-epoch reads only: as many for 2 steps as for 8."""
     import warnings
 
-    rt = Runtime.detect("cuda", True, True, False)
+    rt = Runtime.from_config(dataclasses.replace(params.train, device="cuda"))
     counts = []
     for batch_size in (48, 12):  # 96 images: 2 and 8 steps
         cfg = dataclasses.replace(params.train, batch_size=batch_size, max_grad_norm=1.0)
@@ -166,12 +158,53 @@ def test_a_training_step_never_waits_for_the_host(params, tiny_data):
 
 
 def test_cpu_autocast_is_opt_in_and_keeps_the_mask(params, tiny_data):
-    assert Runtime.detect("cpu", True, False, False).amp_dtype is None  # train.amp alone: CUDA only
-    rt = Runtime.detect("cpu", True, False, False, cpu_amp=True)
+    cpu: TrainConfig = dataclasses.replace(params.train, device="cpu", amp=True, channels_last=False)
+    assert Runtime.from_config(cpu).amp_dtype is None  # train.amp alone: CUDA only
+    rt = Runtime.from_config(dataclasses.replace(cpu, cpu_amp=True))
     assert rt.amp_dtype is torch.bfloat16
     net = _net()
     mask = _mask(net)
-    res = fit(net, mask, tiny_data, params.data, params.train, [], rt, seed=0)
+    res = fit(net, mask, tiny_data, params.data, params.train, rt=rt)
     assert mask.violations(prunable(res.model)) == {}
     assert all(p.dtype is torch.float32 for p in res.model.parameters())  # weights stay fp32
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def _tiny_run(raw_params, **train):
+    raw_params["train"].update(epochs=3, batch_size=16, eval_batch_size=64, lr=0.05, **train)
+    p = config.parse(raw_params)
+    net = _net()
+    return p, net, Mask.ones(prunable(net))
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_epoch(tmp_path, raw_params, tiny_data):
+    p, net, mask = _tiny_run(raw_params)
+    resume = ResumeDir(tmp_path, "run")
+
+    def poison(trainer) -> None:  # from epoch 2 on, every loss is NaN
+        trainer.loss = lambda logits, *_: logits.sum() * float("nan")
+
+    with pytest.raises(TrainingError, match=r"loss became non-finite at epoch 2, step 1; the last good"):
+        fit(net, mask, tiny_data, p.data, p.train, resume=resume, on_epoch_end=poison)
+    kept = load_tensors(resume.path("train"))
+    assert kept["epoch"] == 1
+    assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 0.05])
+def test_max_grad_norm_clips_the_global_gradient_norm(raw_params, tiny_data, max_norm):
+    p, net, mask = _tiny_run(raw_params, max_grad_norm=max_norm)
+    trainer = Trainer(net, mask, tiny_data, p.data, p.train, [], Runtime.cpu(), 0)
+    norms = []
+
+    def record(opt, *_):
+        grads = [q.grad for group in opt.param_groups for q in group["params"] if q.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    trainer.opt.register_step_pre_hook(record)
+    trainer.run_epoch()
+    assert len(norms) == trainer.train_loader.num_images // 16
+    if max_norm:
+        assert max(norms) <= max_norm * (1 + 1e-5)
+    else:
+        assert max(norms) > 0.05  # unclipped gradients are larger: the bound above is not vacuous

@@ -92,6 +92,16 @@ def activation_stats(
     return stats, samples
 
 
+def summary(stats: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean over sites of the exactly-zero and near-zero fractions: one number each per network."""
+    zero = [s["zero_fraction"] for s in stats.values()]
+    near = [s["near_zero_fraction"] for s in stats.values()]
+    return {
+        "mean_zero_fraction": sum(zero) / max(len(zero), 1),
+        "mean_near_zero_fraction": sum(near) / max(len(near), 1),
+    }
+
+
 def plot_histograms(
     samples: dict[str, Tensor], stats: dict[str, dict[str, float]], bins: int, path: Path
 ) -> None:

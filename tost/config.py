@@ -114,6 +114,7 @@ class TrainConfig:
     cpu_amp: bool
     channels_last: bool
     compile: bool
+    cuda_graphs: bool
     max_grad_norm: float
     nproc: int
 
@@ -182,6 +183,7 @@ class ReportConfig:
     sparsities: tuple[float, ...]
     lt_rate: float
     jobs: int
+    per_gpu: int
     metric: Literal["test_acc", "final_test_acc"]
 
     def __post_init__(self) -> None:
@@ -200,8 +202,8 @@ class ReportConfig:
             raise ValueError(f"sparsities must be in [0, 1), got {bad}")
         if not 0.0 < self.lt_rate < 1.0:
             raise ValueError(f"lt_rate must be in (0, 1), got {self.lt_rate}")
-        if self.jobs < 1:
-            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.jobs < 1 or self.per_gpu < 1:
+            raise ValueError(f"jobs and per_gpu must be >= 1, got {self.jobs} and {self.per_gpu}")
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def parse(raw: Any) -> Params:
         tricks = TricksConfig(run=run, options=_build_options(trick_opts, TRICKS, "tricks"))
     except ValueError as err:
         raise ConfigError(f"params.yaml: tricks.{err}") from None
-    return Params(
+    params = Params(
         seed=coerce(raw["seed"], int, "seed"),
         data=build(DataConfig, raw["data"], "data"),
         model=build(ModelConfig, raw["model"], "model"),
@@ -346,6 +348,18 @@ def parse(raw: Any) -> Params:
         analysis=build(AnalysisConfig, raw["analysis"], "analysis"),
         report=build(ReportConfig, raw["report"], "report"),
     )
+    check_across_sections(params)
+    return params
+
+
+def check_across_sections(p: Params) -> None:
+    """Checks that need two sections at once, so that they fail before any work like the rest."""
+    lt = p.prune_options.get("lt")
+    if lt is not None and lt.rewind_epoch > p.prune.pretrain_epochs:
+        raise ConfigError(
+            f"params.yaml: prune.lt.rewind_epoch={lt.rewind_epoch} is after the end of the dense "
+            f"training (prune.pretrain_epochs={p.prune.pretrain_epochs}); lower it"
+        )
 
 
 def load(path: str | Path = "params.yaml") -> Params:

@@ -1,7 +1,7 @@
 """Several processes, one training run: DDP under torchrun that matches one process with the same batch.
 
-`train.nproc > 1` makes the train stage relaunch itself under `torchrun`; every rank then runs this
-module's pieces around the one training loop:
+`train.nproc > 1` makes the train stage relaunch itself under `torchrun` (the stage glue does that,
+`stages._common.relaunch`); every rank then runs this module's pieces around the one training loop:
 
 - **the same data**: every rank draws the same seeded permutation and the same augmentation for the
   whole global batch, and keeps every `world_size`-th image of it (see `DeviceLoader.set_shard`);
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -54,27 +52,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
         world_size=world,
         local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
     )
-
-
-def torchrun_command(nproc: int, module: str, args: Sequence[str]) -> list[str]:
-    """`python -m torch.distributed.run` for one node with `nproc` workers running `python -m module`."""
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-        "-m", module, *args,
-    ]  # fmt: skip
-
-
-def relaunch(nproc: int, module: str, args: Sequence[str]) -> None:
-    """Run `module` again under torchrun with `nproc` workers and wait; a failure is one clear error.
-
-    The workers print their own error lines; this adds the one that says the launch as a whole failed,
-    so the stage still ends with a single `error:` line of its own and a non-zero exit code.
-    """
-    rc = subprocess.run(torchrun_command(nproc, module, args), check=False).returncode
-    if rc != 0:
-        raise TrainingError(
-            f"train.nproc={nproc}: a torchrun worker failed (exit code {rc}); its error is printed above"
-        )
 
 
 @contextlib.contextmanager

@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tost.data import Split
+from tost.config import DataConfig, TrainConfig
+from tost.data import Prepared, Split
+from tost.errors import TrainingError
+from tost.runtime import Runtime
 
 CropFlip = tuple[Tensor | None, Tensor | None, Tensor | None]
 
@@ -46,11 +49,6 @@ def apply_crop_flip(x: Tensor, pad: int, draws: CropFlip) -> Tensor:
     if flips is not None:
         x = torch.where(flips[:, None, None, None], x.flip(3), x)
     return x
-
-
-def random_crop_flip(x: Tensor, pad: int, flip: bool, g: torch.Generator) -> Tensor:
-    """Per-image random crop of the zero-padded batch and random horizontal flip, uint8 in and out."""
-    return apply_crop_flip(x, pad, draw_crop_flip(len(x), pad, flip, g, x.device))
 
 
 class DeviceLoader:
@@ -131,3 +129,35 @@ class DeviceLoader:
             if draws is not None:
                 x = apply_crop_flip(x, self.pad, draws)
             yield self.normalise(x), self.y[idx]
+
+
+def make_loaders(
+    data: Prepared, dcfg: DataConfig, cfg: TrainConfig, rt: Runtime, seed: int
+) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
+    """Train (augmented, shuffled with a seeded generator), val and test loaders on the device."""
+    if cfg.batch_size > data.train.y.numel():
+        raise TrainingError(
+            f"train.batch_size={cfg.batch_size} is larger than the training split "
+            f"({data.train.y.numel()} images); lower it"
+        )
+    if cfg.batch_size % rt.world_size:
+        raise TrainingError(
+            f"train.batch_size={cfg.batch_size} does not split over {rt.world_size} processes; "
+            f"make it a multiple of {rt.world_size}"
+        )
+    train = DeviceLoader(
+        data.train, data.mean, data.std, cfg.batch_size, rt.device, train=True,
+        crop_padding=dcfg.crop_padding, flip=dcfg.flip, seed=seed, memory_format=rt.memory_format,
+    )  # fmt: skip
+    return train, *eval_loaders(data, cfg.eval_batch_size, rt)
+
+
+def eval_loaders(data: Prepared, batch_size: int, rt: Runtime) -> tuple[DeviceLoader, DeviceLoader]:
+    """Val and test in order, unaugmented, on the device."""
+    val, test = (
+        DeviceLoader(
+            s, data.mean, data.std, batch_size, rt.device, train=False, memory_format=rt.memory_format
+        )
+        for s in (data.val, data.test)
+    )
+    return val, test

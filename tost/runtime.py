@@ -1,4 +1,4 @@
-"""Where and how tensors run: device, autocast dtype, memory format, compile; and seeding.
+"""Where and how tensors run (device, autocast dtype, memory format, compile), seeding, RNG state.
 
 One `Runtime` value is passed explicitly (no module-global platform), and CPU and CUDA take the same
 code path: the device is a parameter, autocast is a no-op context on the CPU.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from tost import gpu_slots
+from tost.config import TrainConfig
 from tost.errors import TrainingError
 
 
@@ -29,21 +29,20 @@ class Runtime:
     compile: bool
     rank: int = 0  # this process's rank when several train together (tost.distributed), else 0
     world_size: int = 1
-    # Held for the process's lifetime when it claimed a GPU of its own (tost.gpu_slots).
-    gpu_lock: IO[bytes] | None = field(default=None, repr=False, compare=False)
+    cuda_graphs: bool = False  # capture the training step as a CUDA graph (tost.step); CUDA only
 
     @classmethod
-    def detect(
-        cls, device: str, amp: bool, channels_last: bool, compile: bool, nproc: int = 1, cpu_amp: bool = False
-    ) -> Runtime:
+    def from_config(cls, cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
         """Resolve `train.device` (auto → CUDA when present) and the autocast dtype.
 
-        bf16 autocast: on CUDA with `amp`; on the CPU only with `cpu_amp`, because there it changes
-        results and pays only on CPUs with bf16 units, while fp32 CPU runs stay bit-reproducible.
+        bf16 autocast: on CUDA with `train.amp`; on the CPU only with `train.cpu_amp`, because there
+        it changes results and pays only on CPUs with bf16 units, while fp32 CPU runs stay
+        bit-reproducible. `layout=False` keeps the default memory format and no compile (analysis).
 
         `nproc` processes on CUDA need a GPU each; asking for more is refused here, before torchrun
         starts anything, whether CUDA was asked for or chosen by `auto`.
         """
+        device = cfg.device
         if device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("train.device=cuda but no CUDA GPU is visible; use train.device=auto or cpu")
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
@@ -53,29 +52,18 @@ class Runtime:
                 f"train.nproc={nproc} but only {gpus} CUDA GPU(s) are visible ({how}); "
                 f"set train.nproc <= {gpus}, or train.device=cpu to run {nproc} processes on the CPU"
             )
-        lock = None
-        lock_dir = os.environ.get("TOST_GPU_LOCK_DIR")
-        if (
-            use_cuda
-            and nproc == 1
-            and lock_dir
-            and "LOCAL_RANK" not in os.environ
-            and torch.cuda.device_count() > 1
-        ):
-            index, lock = gpu_slots.claim(lock_dir, torch.cuda.device_count())  # parallel sweep: a GPU each
-            torch.cuda.set_device(index)
         dev = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
         return cls(
             device=dev,
-            amp_dtype=torch.bfloat16 if (amp if use_cuda else cpu_amp) else None,
-            channels_last=channels_last,
-            compile=compile,
-            gpu_lock=lock,
+            amp_dtype=torch.bfloat16 if (cfg.amp if use_cuda else cfg.cpu_amp) else None,
+            channels_last=cfg.channels_last and layout,
+            compile=cfg.compile and layout,
+            cuda_graphs=use_cuda and cfg.cuda_graphs and layout,
         )
 
     @classmethod
     def cpu(cls) -> Runtime:
-        """Plain fp32 CPU execution (tests, analysis)."""
+        """Plain fp32 CPU execution (tests)."""
         return cls(torch.device("cpu"), None, False, False)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -95,3 +83,28 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) generator states as tensors, so `weights_only` loads them."""
+    version, mt, gauss = random.getstate()
+    _, np_mt, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": (version, torch.tensor(mt, dtype=torch.int64), gauss),
+        "numpy": (torch.from_numpy(np_mt.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    np_mt, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state(("MT19937", np_mt.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

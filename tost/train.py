@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,9 +34,9 @@ from tost import distributed
 from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared
 from tost.errors import MaskError, TrainingError
-from tost.io import load_tensors, save_tensors
-from tost.loader import DeviceLoader
-from tost.runtime import Runtime
+from tost.loader import DeviceLoader, make_loaders
+from tost.resume import ResumeDir
+from tost.runtime import Runtime, rng_state, set_rng_state
 from tost.sparsity.mask import Enforcer, Mask, measured_stats
 from tost.tricks.base import Trick
 
@@ -62,35 +59,6 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
-
-
-def make_loaders(
-    data: Prepared, dcfg: DataConfig, cfg: TrainConfig, rt: Runtime, seed: int
-) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
-    """Train (augmented, shuffled with a seeded generator), val and test loaders on the device."""
-    if cfg.batch_size > data.train.y.numel():
-        raise TrainingError(
-            f"train.batch_size={cfg.batch_size} is larger than the training split "
-            f"({data.train.y.numel()} images); lower it"
-        )
-    if cfg.batch_size % rt.world_size:
-        raise TrainingError(
-            f"train.batch_size={cfg.batch_size} does not split over {rt.world_size} processes; "
-            f"make it a multiple of {rt.world_size}"
-        )
-    common = {"mean": data.mean, "std": data.std, "device": rt.device, "memory_format": rt.memory_format}
-    train = DeviceLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        train=True,
-        crop_padding=dcfg.crop_padding,
-        flip=dcfg.flip,
-        seed=seed,
-        **common,
-    )
-    val = DeviceLoader(data.val, batch_size=cfg.eval_batch_size, train=False, **common)
-    test = DeviceLoader(data.test, batch_size=cfg.eval_batch_size, train=False, **common)
-    return train, val, test
 
 
 def _at_least_fp32(logits: Tensor) -> Tensor:
@@ -118,39 +86,39 @@ def evaluate(model: nn.Module, loader: DeviceLoader, rt: Runtime) -> tuple[float
 
 
 def _loss_fn(tricks: Sequence[Trick]) -> Callable[[Tensor, Tensor, int, int], Tensor]:
-    """The first trick that defines a loss wins (variants are built so at most one does)."""
-
-    def loss(logits: Tensor, y: Tensor, epoch: int, epochs: int) -> Tensor:
-        for t in tricks:
-            out = t.loss(logits, y, epoch, epochs)
-            if out is not None:
-                return out
-        return F.cross_entropy(logits, y)
-
-    return loss
+    """The trick that defines a loss (`build_variant` allows at most one), else cross-entropy."""
+    owner = next((t for t in tricks if t.overrides_loss), None)
+    if owner is None:
+        return lambda logits, y, epoch, epochs: F.cross_entropy(logits, y)
+    return owner.loss
 
 
-def _rng_state() -> dict[str, Any]:
-    version, mt, gauss = random.getstate()
-    _, np_mt, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": (version, torch.tensor(mt, dtype=torch.int64), gauss),
-        "numpy": (torch.from_numpy(np_mt.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)),
-        "torch": torch.get_rng_state(),
+def summarize(
+    history: Sequence[dict[str, float]],
+    *,
+    sparsity: float,
+    mask_sparsity: float,
+    images_per_epoch: int,
+    train_time: float,
+    device: str,
+) -> dict[str, Any]:
+    """The run's headline numbers: test accuracy at the best validation epoch (ties: the earliest)."""
+    best = max(history, key=lambda r: (r["val_acc"], -r["epoch"]))
+    last = history[-1]
+    return {
+        "test_acc": best["test_acc"],
+        "final_test_acc": last["test_acc"],
+        "best_val_acc": best["val_acc"],
+        "best_epoch": int(best["epoch"]),
+        "final_val_acc": last["val_acc"],
+        "final_train_loss": last["train_loss"],
+        "sparsity": sparsity,
+        "mask_sparsity": mask_sparsity,
+        "epochs": len(history),
+        "train_seconds": train_time,
+        "images_per_s": images_per_epoch * len(history) / max(train_time, 1e-9),
+        "device": device,
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
-    np_mt, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state(("MT19937", np_mt.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class Trainer:
@@ -168,7 +136,7 @@ class Trainer:
         seed: int,
         name: str = "train",
     ) -> None:
-        self.cfg, self.rt, self.tricks, self.name, self.seed = cfg, rt, list(tricks), name, seed
+        self.cfg, self.rt, self.tricks, self.name = cfg, rt, list(tricks), name
         self.mask = mask
         model = model.to(rt.device, memory_format=rt.memory_format)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(data, dcfg, cfg, rt, seed)
@@ -321,9 +289,9 @@ class Trainer:
         return row
 
     # -- resume --------------------------------------------------------------------------------------
-    def state(self, fingerprint: str) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue after this epoch: weights, optimizer, schedules, RNGs, history."""
         return {
-            "fingerprint": fingerprint,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -331,27 +299,46 @@ class Trainer:
             "history": [dict(r) for r in self.history],
             "train_time": self.train_time,
             "data_rng": self.train_loader.generator.get_state(),
-            "rng": _rng_state(),
-            "tricks": [t.state() for t in self.tricks],
+            "rng": rng_state(),
             "mask": self.mask.tensors,
             "extra": self.extra,
         }
 
-    def load_state(self, state: dict[str, Any], fingerprint: str) -> bool:
-        """Continue from `state` if it belongs to this very run (same params and inputs)."""
-        if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-            return False
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a `state()` of this very run (the caller checked its identity)."""
         self.model.load_state_dict(state["model"])
-        if "mask" in state:  # gradual pruning may have changed it since the start
-            self.set_mask(Mask(state["mask"]))
-        self.extra = dict(state.get("extra", {}))
+        self.set_mask(Mask(state["mask"]))  # gradual pruning may have changed it since the start
+        self.extra = dict(state["extra"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.history = [dict(r) for r in state["history"]]
         self.epoch, self.train_time = int(state["epoch"]), float(state["train_time"])
         self.train_loader.generator.set_state(state["data_rng"])
-        _set_rng_state(state["rng"])
-        return True
+        set_rng_state(state["rng"])
+
+    def fit(
+        self, resume: ResumeDir | None = None, on_epoch_end: Callable[[Trainer], None] | None = None
+    ) -> FitResult:
+        """Train for `cfg.epochs`, continuing from `resume` when it holds a state of this run.
+
+        `on_epoch_end(trainer)` runs after every epoch; mask methods use it to snapshot weights (lottery
+        ticket rewinding) or to prune gradually (`set_mask`); what they keep in `extra` survives a
+        resume and comes back in `FitResult.extra`.
+        """
+        state = resume.load(self.name) if resume is not None else None
+        if state is not None:
+            self.load_state(state)
+            log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, resume.path(self.name))
+        while self.epoch < self.cfg.epochs:
+            self.run_epoch()
+            if on_epoch_end is not None:
+                on_epoch_end(self)
+            if resume is not None and self.rt.rank == 0:  # every rank holds the same state; one writes
+                resume.save(self.name, self.state())
+        result = self.finish()
+        if resume is not None and self.rt.rank == 0:
+            resume.discard(self.name)  # the finished checkpoint is now the artifact
+        return result
 
     def finish(self) -> FitResult:
         """Run the tricks' `finish`, verify the mask on the final weights and summarise."""
@@ -364,68 +351,19 @@ class Trainer:
         if self.rt.world_size > 1:
             distributed.assert_same(model.state_dict(), self.rt.device, f"{self.name}: trained weights")
         weights = self._weights(model)
-        bad = self.mask.violations(weights)
-        if bad:
+        if bad := self.mask.violations(weights):
             name, count = next(iter(bad.items()))
             raise MaskError(f"{self.name}: {count} pruned weights of {name} are not 0 after training")
-        measured = measured_stats(weights)
-        best = max(self.history, key=lambda r: (r["val_acc"], -r["epoch"]))
-        last = self.history[-1]
-        images = self.train_loader.num_images * len(self.history)
-        summary: dict[str, Any] = {
-            "test_acc": best["test_acc"],
-            "final_test_acc": last["test_acc"],
-            "best_val_acc": best["val_acc"],
-            "best_epoch": int(best["epoch"]),
-            "final_val_acc": last["val_acc"],
-            "final_train_loss": last["train_loss"],
-            "sparsity": measured.sparsity,
-            "mask_sparsity": self.mask.stats().sparsity,
-            "epochs": len(self.history),
-            "train_seconds": self.train_time,
-            "images_per_s": images / max(self.train_time, 1e-9),
-            "device": str(self.rt.device),
-        }
+        summary = summarize(
+            self.history,
+            sparsity=measured_stats(weights).sparsity,
+            mask_sparsity=self.mask.stats().sparsity,
+            images_per_epoch=self.train_loader.num_images,
+            train_time=self.train_time,
+            device=str(self.rt.device),
+        )
         for t in self.tricks:
             summary.update(t.metrics())
         if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
             raise TrainingError(f"{self.name}: non-finite summary metrics: {summary}")
         return FitResult(model=model, history=self.history, summary=summary, mask=self.mask, extra=self.extra)
-
-
-def fit(
-    model: nn.Module,
-    mask: Mask,
-    data: Prepared,
-    dcfg: DataConfig,
-    cfg: TrainConfig,
-    tricks: Sequence[Trick],
-    rt: Runtime,
-    seed: int,
-    name: str = "train",
-    resume: Path | None = None,
-    fingerprint: str = "",
-    on_epoch_end: Callable[[Trainer], None] | None = None,
-) -> FitResult:
-    """Train `model` under `mask` for `cfg.epochs`, resuming from `resume` when it holds a newer state.
-
-    `on_epoch_end(trainer)` runs after every epoch; mask methods use it to snapshot weights (lottery
-    ticket rewinding) or to prune gradually (`trainer.set_mask`); what they keep in `trainer.extra`
-    survives a resume and comes back in `FitResult.extra`.
-    """
-    trainer = Trainer(model, mask, data, dcfg, cfg, tricks, rt, seed, name)
-    if resume is not None and resume.exists():
-        if trainer.load_state(load_tensors(resume, map_location=rt.device), fingerprint):
-            log.info("%s: resumed after epoch %d from %s", name, trainer.epoch, resume)
-        else:
-            log.info("%s: %s is from another run (params or inputs changed); starting over", name, resume)
-    while trainer.epoch < cfg.epochs:
-        trainer.run_epoch()
-        if on_epoch_end is not None:
-            on_epoch_end(trainer)
-        if resume is not None and rt.rank == 0:  # every rank holds the same state; one writes it
-            save_tensors(resume, trainer.state(fingerprint))
-    result = trainer.finish()
-    if resume is not None and rt.rank == 0:
-        resume.unlink(missing_ok=True)  # the finished checkpoint is now the artifact
-    return result

@@ -1,15 +1,17 @@
 """Model registry: `model.arch` → constructor(num_classes, in_channels, width, image_size, act).
 
-The activation is passed in as a factory so tricks can change it; every constructor makes one
-activation module per nonlinearity site.
+The activation is passed in as a factory; every constructor makes one activation module per
+nonlinearity site, so tricks and the activation analysis can find each site by walking the modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from tost.errors import CheckpointError
 from tost.models import resnet_cifar, vgg
 from tost.models.resnet_cifar import ActFactory
 
@@ -29,3 +31,28 @@ def build(
 ) -> nn.Module:
     """Build `arch` for images of `shape` (C, H, W); callers validated `arch` through the config."""
     return MODELS[arch](num_classes, shape[0], width, shape[1], act)
+
+
+def load_weights(model: nn.Module, obj: Any, source: str, described: str) -> None:
+    """Load a tost init/checkpoint into `model`, refusing in one line one made for another model.
+
+    `described` names the model the way the user set it up (e.g. `model.arch=resnet20 width=16`).
+    """
+    state = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: not a tost init or checkpoint (no state_dict)")
+    expected: dict[str, Tensor] = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [
+        f"{len(v)} {what} ({v[0]})"
+        for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
+        if v
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: does not fit {described}: {', '.join(problems)}; "
+            "was it made with other model settings?"
+        )
+    model.load_state_dict(state)

@@ -1,30 +1,23 @@
 """Trick registry and the variants the train stage offers (`tricks.run`).
 
-A variant is a tuple of trick names; its order is the order the hooks run in. `baseline` has none.
+One file per trick, one line per entry here. A variant is a tuple of trick names; its order is the
+order the hooks run in. `baseline` has none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from tost.errors import ConfigError
 from tost.tricks import ghost_skip, label_smooth, lrsi, soft_act
-from tost.tricks.base import Trick
-
-
-class TrickEntry:
-    """A registry entry: the trick's options dataclass and a factory from (options, epochs)."""
-
-    def __init__(self, options: type | None, make: Callable[[Any], Trick]) -> None:
-        self.options = options
-        self.make = make
-
+from tost.tricks.base import Trick, TrickEntry
 
 TRICKS: dict[str, TrickEntry] = {
-    "soft_act": TrickEntry(soft_act.SoftActOptions, soft_act.SoftAct),
-    "ghost_skip": TrickEntry(ghost_skip.GhostSkipOptions, ghost_skip.GhostSkip),
-    "label_smooth": TrickEntry(label_smooth.LabelSmoothOptions, label_smooth.LabelSmooth),
-    "lrsi": TrickEntry(lrsi.LrsiOptions, lrsi.Lrsi),
+    "soft_act": soft_act.TRICK,
+    "ghost_skip": ghost_skip.TRICK,
+    "label_smooth": label_smooth.TRICK,
+    "lrsi": lrsi.TRICK,
 }
 
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -35,5 +28,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 def build_variant(variant: str, options: Mapping[str, Any]) -> list[Trick]:
-    """Instantiate the tricks of `variant` with their validated options."""
-    return [TRICKS[name].make(options.get(name)) for name in VARIANTS[variant]]
+    """Instantiate the tricks of `variant` with their validated options.
+
+    At most one of them may define the training loss: two would silently shadow each other.
+    """
+    tricks = [TRICKS[name].make(options.get(name)) for name in VARIANTS[variant]]
+    owners = [name for name, t in zip(VARIANTS[variant], tricks, strict=True) if t.overrides_loss]
+    if len(owners) > 1:
+        raise ConfigError(
+            f"variant {variant}: tricks {owners} both define the loss; combine them in one trick"
+        )
+    return tricks

@@ -1,14 +1,16 @@
-"""The hooks a trick offers the one training loop; each does nothing unless a trick overrides it.
+"""The hooks a trick offers the one training loop.
 
 Order of calls: `prepare` once before training (may change the model: add ghost modules, swap
 activations, rescale weights), `on_epoch_start` at every epoch (schedules), `loss` at every step
-(None lets the trainer use plain cross-entropy), `finish` once at the end, which must leave the plain
-architecture behind (no ghosts) with the mask untouched.
+(only a trick that overrides it defines the training loss; a variant may hold at most one such
+trick), `finish` once at the end, which must leave the plain architecture behind (no ghosts) with
+the mask untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
@@ -21,24 +23,31 @@ BatchFn = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 class Trick:
     """A training-time intervention; subclasses override only the hooks they need."""
 
-    name = "trick"
-
     def prepare(self, model: nn.Module, mask: Mask, batches: BatchFn) -> nn.Module:
         return model
 
     def on_epoch_start(self, epoch: int, epochs: int, model: nn.Module) -> None:
         return None
 
-    def loss(self, logits: Tensor, target: Tensor, epoch: int, epochs: int) -> Tensor | None:
-        return None
+    def loss(self, logits: Tensor, target: Tensor, epoch: int, epochs: int) -> Tensor:
+        raise NotImplementedError  # only tricks with `overrides_loss` define it
 
     def finish(self, model: nn.Module) -> nn.Module:
         return model
 
-    def state(self) -> dict[str, Any]:
-        """What resuming needs beyond the model (schedules are functions of the epoch, so usually nothing)."""
-        return {}
-
     def metrics(self) -> dict[str, Any]:
         """Numbers worth recording in the train metrics (e.g. learned scales)."""
         return {}
+
+    @property
+    def overrides_loss(self) -> bool:
+        """Whether this trick defines the training loss (it overrides `loss`)."""
+        return type(self).loss is not Trick.loss
+
+
+@dataclass(frozen=True)
+class TrickEntry:
+    """A registry entry, shaped as the mask methods' are: the options dataclass and a factory."""
+
+    options: type | None
+    make: Callable[[Any], Trick]

@@ -4,8 +4,10 @@ ToST (Jaiswal et al., ICML 2022) adds extra skip connections while the sparse ne
 young, to give its gradients short paths, and trains the final network without them. As in the
 original code, each jump takes the input of a 3×3 conv, applies a 1×1 conv (same stride, no bias)
 and its own BN, and adds the result to the output of the BN that follows the conv, before the
-activation: per ResNet BasicBlock one jump over conv1 (in → out, block stride) and one over conv2
-(out → out); in VGG one over every conv.
+activation. The sites are found from the model's own structure, not from its class: every k×k conv
+(k > 1) that its parent module follows directly with a BatchNorm2d, except the network's first conv
+(the stem, which the original leaves alone). In a ResNet BasicBlock that is one jump over conv1
+(in → out, block stride) and one over conv2 (out → out); in VGG one over every conv but the first.
 
 Deliberate differences from the original code (jumps kept for the whole run and in the evaluated,
 saved network): the jumps are multiplied by a gate g (1 until `start`, linear decay to 0 at `end`,
@@ -25,14 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from tost.errors import ConfigError
-from tost.models.resnet_cifar import BasicBlock
+from tost.schedules import Window
 from tost.sparsity.mask import Mask
-from tost.tricks.base import BatchFn, Trick
-from tost.tricks.soft_act import blend_at
+from tost.tricks.base import BatchFn, Trick, TrickEntry
 
 
 @dataclass(frozen=True)
-class GhostSkipOptions:
+class Options:
     """`tricks.ghost_skip`: when the gate decays (fractions of the epochs), and the jump conv fill."""
 
     start: float
@@ -40,26 +41,31 @@ class GhostSkipOptions:
     init: float
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(f"start/end must satisfy 0 <= start <= end <= 1, got {self.start}, {self.end}")
+        Window(self.start, self.end)  # validates the window
 
-
-def gate_at(epoch: int, epochs: int, start: float, end: float) -> float:
-    """1 until `start`, linear to 0 at `end`, 0 after."""
-    return 1.0 - blend_at(epoch, epochs, start, end)
+    @property
+    def window(self) -> Window:
+        return Window(self.start, self.end)
 
 
 def jump_sites(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
-    """(conv name, conv, the BN right after it) for every conv a jump goes around."""
+    """(conv name, conv, the BN right after it) for every conv a jump goes around, in module order.
+
+    A site is a k×k conv (k > 1) that its parent follows directly with a BatchNorm2d in its
+    registration order, which is how conv → BN is written in every model of the registry; 1×1
+    convs (projection shortcuts) and the stem are not jumped over.
+    """
+    stem = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     sites: list[tuple[str, nn.Conv2d, nn.BatchNorm2d]] = []
-    for name, m in model.named_modules():
-        if isinstance(m, BasicBlock):
-            sites += [(f"{name}.conv1", m.conv1, m.bn1), (f"{name}.conv2", m.conv2, m.bn2)]
-        elif isinstance(m, nn.Sequential) and not any(isinstance(c, BasicBlock) for c in m):
-            kids = list(m.named_children())
-            for (n, a), (_, b) in itertools.pairwise(kids):
-                if isinstance(a, nn.Conv2d) and a.kernel_size != (1, 1) and isinstance(b, nn.BatchNorm2d):
-                    sites.append((f"{name}.{n}", a, b))
+    for name, parent in model.named_modules():
+        for (n, a), (_, b) in itertools.pairwise(parent.named_children()):
+            if (
+                isinstance(a, nn.Conv2d)
+                and a is not stem
+                and a.kernel_size != (1, 1)
+                and isinstance(b, nn.BatchNorm2d)
+            ):
+                sites.append((f"{name}.{n}" if name else n, a, b))
     return sites
 
 
@@ -86,9 +92,7 @@ class Ghosts(nn.Module):
 class GhostSkip(Trick):
     """Attach gated jumps in `prepare`, decay the gate per epoch, remove every trace in `finish`."""
 
-    name = "ghost_skip"
-
-    def __init__(self, options: GhostSkipOptions) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -103,7 +107,7 @@ class GhostSkip(Trick):
         return model
 
     def on_epoch_start(self, epoch: int, epochs: int, model: nn.Module) -> None:
-        g = gate_at(epoch, epochs, self.options.start, self.options.end)
+        g = 1.0 - self.options.window.ramp(epoch, epochs)
         model.ghost_skip.gate.fill_(g)
         model.ghost_skip.active = g > 0
         # Skipped jumps get no gradient either way; saying so lets DDP leave them out of its buckets.
@@ -132,3 +136,6 @@ def _attach(ghosts: Ghosts, jump: nn.Module, conv: nn.Conv2d, bn: nn.BatchNorm2d
         return None if extra is None else out + extra
 
     return [conv.register_forward_hook(after_conv), bn.register_forward_hook(after_bn)]
+
+
+TRICK = TrickEntry(options=Options, make=GhostSkip)

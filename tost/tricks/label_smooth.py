@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tost.errors import ConfigError
-from tost.tricks.base import Trick
+from tost.tricks.base import Trick, TrickEntry
 
 
 @dataclass(frozen=True)
-class LabelSmoothOptions:
+class Options:
     """`tricks.label_smooth`: α at the first epoch (the original's convention) and when it reaches 0."""
 
     epsilon: float
@@ -58,11 +58,12 @@ def torch_epsilon(alpha: float, num_classes: int) -> float:
 class LabelSmooth(Trick):
     """Cross-entropy with the epoch's smoothing; the trainer uses it for the training loss only."""
 
-    name = "label_smooth"
-
-    def __init__(self, options: LabelSmoothOptions) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
 
-    def loss(self, logits: Tensor, target: Tensor, epoch: int, epochs: int) -> Tensor | None:
+    def loss(self, logits: Tensor, target: Tensor, epoch: int, epochs: int) -> Tensor:
         alpha = alpha_at(epoch, epochs, self.options.epsilon, self.options.end)
         return F.cross_entropy(logits, target, label_smoothing=torch_epsilon(alpha, logits.shape[1]))
+
+
+TRICK = TrickEntry(options=Options, make=LabelSmooth)

@@ -28,14 +28,14 @@ from torch.func import functional_call
 
 from tost.errors import TrainingError
 from tost.sparsity.mask import Mask
-from tost.tricks.base import BatchFn, Trick
+from tost.tricks.base import BatchFn, Trick, TrickEntry
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 SCALED = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 @dataclass(frozen=True)
-class LrsiOptions:
+class Options:
     """`tricks.lrsi`: GradInit's knobs, named as upstream's `--gradinit-*` flags."""
 
     alg: Literal["sgd", "adam"]
@@ -139,9 +139,7 @@ def cycle(batches: BatchFn) -> Iterator[tuple[Tensor, Tensor]]:
 class Lrsi(Trick):
     """Run mask-aware GradInit once in `prepare`; `scales`, `history` and `metrics()` report it."""
 
-    name = "lrsi"
-
-    def __init__(self, options: LrsiOptions) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
         self.scales: dict[str, float] = {}
         self.history: list[tuple[float, bool]] = []  # (gradient norm, constraint step taken?)
@@ -205,3 +203,6 @@ def batch_stats_only(model: nn.Module) -> Iterator[None]:
             m.training = training
             if track is not None:
                 m.track_running_stats = track
+
+
+TRICK = TrickEntry(options=Options, make=Lrsi)

@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tost.schedules import Window
 from tost.sparsity.mask import Mask
-from tost.tricks.base import BatchFn, Trick
+from tost.tricks.base import BatchFn, Trick, TrickEntry
 
 SOFT = {"swish": F.silu, "mish": F.mish}
 
 
 @dataclass(frozen=True)
-class SoftActOptions:
+class Options:
     """`tricks.soft_act`: which soft function, and the epoch fractions of the blend window."""
 
     activation: Literal["swish", "mish"]
@@ -35,22 +36,11 @@ class SoftActOptions:
     end: float
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(f"start/end must satisfy 0 <= start <= end <= 1, got {self.start}, {self.end}")
+        Window(self.start, self.end)  # validates the window
 
-
-def blend_at(epoch: int, epochs: int, start: float, end: float) -> float:
-    """Fraction of the way from 0 (before `start`) to 1 (from `end` on), linear in between.
-
-    `epoch` is 0-based and counted at its start, so `epoch / epochs` is the fraction of training
-    already done. A window with start == end is a hard switch.
-    """
-    t = epoch / epochs
-    if t <= start:
-        return 0.0 if t < end else 1.0
-    if t >= end:
-        return 1.0
-    return (t - start) / (end - start)
+    @property
+    def window(self) -> Window:
+        return Window(self.start, self.end)
 
 
 class BlendAct(nn.Module):
@@ -88,9 +78,7 @@ def _relu_sites(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
 class SoftAct(Trick):
     """Swap every ReLU for a `BlendAct` in `prepare`, move λ per epoch, swap ReLU back in `finish`."""
 
-    name = "soft_act"
-
-    def __init__(self, options: SoftActOptions) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
         self._swapped: list[tuple[nn.Module, str, nn.Module]] = []
 
@@ -102,7 +90,7 @@ class SoftAct(Trick):
         return model
 
     def on_epoch_start(self, epoch: int, epochs: int, model: nn.Module) -> None:
-        lam = blend_at(epoch, epochs, self.options.start, self.options.end)
+        lam = self.options.window.ramp(epoch, epochs)
         for m in model.modules():
             if isinstance(m, BlendAct):
                 m.lam.fill_(lam)
@@ -117,3 +105,6 @@ class SoftAct(Trick):
 
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+TRICK = TrickEntry(options=Options, make=SoftAct)

@@ -13,14 +13,17 @@ import copy
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from tost.resume import ResumeDir
 from tost.sparsity.mask import Mask, prunable
 from tost.sparsity.schedule import Scores, round_sparsities, select
+
+if TYPE_CHECKING:  # config imports the method registry for its names and options
+    from tost.config import PruneConfig
+    from tost.resume import ResumeDir
 
 log = logging.getLogger(__name__)
 
@@ -44,39 +47,55 @@ class TrainFn(Protocol):
     ) -> Any: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class PruneContext:
-    """The dense initialisation and everything a method may use to score it.
+    """Everything a method may read; methods return what they produce (`Pruned`) and change nothing here.
 
     `model` holds the initial weights and is never modified by a method (they work on copies);
     `batches()` yields normalised training batches on the device; `generator` is the only source of
     randomness a method may use, so masks are reproducible.
     """
 
+    prune: PruneConfig
     model: nn.Module
-    sparsity: float
-    rounds: int
-    scope: str
-    include_first: bool
-    include_last: bool
     batches: Callable[[], Iterator[Batch]]
     generator: torch.Generator
-    device: torch.device
     train: TrainFn
     pretrain_epochs: int
-    info: dict[str, Any] = field(default_factory=dict)  # extra metrics a method reports (mask.json)
-    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of an image: data-free methods (synflow)
-    path: str = ""  # prune.path: the file that `file` imports
-    # Set by a method that rewinds to trained weights (lt with rewind_epoch > 0): the mask stage saves
-    # this state dict as init.pt instead of the initialisation, so sparse training starts from it.
-    rewind_state: dict[str, Tensor] | None = None
+    input_shape: tuple[int, int, int]  # (C, H, W) of an image: data-free methods (synflow) need it
     # Where a method that runs in rounds (lt) keeps its finished rounds, so that a killed mask stage
     # does not redo them; None: no resume. Training itself resumes through `train` (per run name).
     resume: ResumeDir | None = None
 
+    @property
+    def sparsity(self) -> float:
+        return self.prune.sparsity
+
+    @property
+    def rounds(self) -> int:
+        return self.prune.rounds
+
+    @property
+    def scope(self) -> str:
+        return self.prune.scope
+
     def weights(self, model: nn.Module | None = None) -> dict[str, Tensor]:
         """The prunable weights of `model` (default: the context's model) under the layer policy."""
-        return prunable(model if model is not None else self.model, self.include_first, self.include_last)
+        net = model if model is not None else self.model
+        return prunable(net, self.prune.include_first, self.prune.include_last)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a method found: the mask, extra metrics for mask.json, and where training starts.
+
+    `rewind` is None for every method but `lt` with `rewind_epoch > 0`, whose sparse training
+    starts from the weights of that epoch of the dense run instead of the initialisation.
+    """
+
+    mask: Mask
+    info: dict[str, Any] = field(default_factory=dict)
+    rewind: dict[str, Tensor] | None = None
 
 
 class Method(Protocol):
@@ -84,7 +103,7 @@ class Method(Protocol):
 
     options: type | None
 
-    def find_mask(self, ctx: PruneContext, opts: Any) -> Mask: ...
+    def find_mask(self, ctx: PruneContext, opts: Any) -> Pruned: ...
 
 
 ScoreFn = Callable[[PruneContext, nn.Module, Any], Scores]
@@ -97,7 +116,7 @@ class Scored:
     score: ScoreFn
     options: type | None = None
 
-    def find_mask(self, ctx: PruneContext, opts: Any) -> Mask:
+    def find_mask(self, ctx: PruneContext, opts: Any) -> Pruned:
         mask: Mask | None = None
         for r, s in enumerate(round_sparsities(ctx.sparsity, ctx.rounds)):
             net = copy.deepcopy(ctx.model)
@@ -107,15 +126,15 @@ class Scored:
             mask = select(scores, s, ctx.scope, previous=mask)
             log.info("prune round %d/%d: sparsity %.4f", r + 1, ctx.rounds, mask.stats().sparsity)
         assert mask is not None  # rounds >= 1 is validated by the config
-        return mask
+        return Pruned(mask)
 
 
 @dataclass(frozen=True)
 class Finder:
     """A method that runs its own schedule (it trains, or iterates its scores): one find function."""
 
-    find: Callable[[PruneContext, Any], Mask]
+    find: Callable[[PruneContext, Any], Pruned]
     options: type | None = None
 
-    def find_mask(self, ctx: PruneContext, opts: Any) -> Mask:
+    def find_mask(self, ctx: PruneContext, opts: Any) -> Pruned:
         return self.find(ctx, opts)

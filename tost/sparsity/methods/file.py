@@ -23,7 +23,7 @@ from torch import Tensor
 from tost.errors import MaskError
 from tost.io import load_tensors
 from tost.sparsity.mask import FORMAT, Mask, prunable
-from tost.sparsity.methods.base import Finder, PruneContext
+from tost.sparsity.methods.base import Finder, PruneContext, Pruned
 
 
 def _checked(entries: Mapping[str, Any], expected: Mapping[str, Tensor], source: str) -> None:
@@ -71,13 +71,11 @@ def read_mask(path: str, ctx: PruneContext) -> tuple[Mask, str]:
     return Mask.from_binary(entries, path), kind
 
 
-def find_mask(ctx: PruneContext, opts: Any) -> Mask:
-    """The mask in `prune.path`, whatever `prune.sparsity` says."""
-    if not ctx.path:
-        raise MaskError("prune.method=file needs prune.path (a mask or checkpoint file)")
-    mask, kind = read_mask(ctx.path, ctx)
-    ctx.info.update(source=ctx.path, source_kind=kind, requested_sparsity_ignored=True)
-    return mask
+def find_mask(ctx: PruneContext, opts: Any) -> Pruned:
+    """The mask in `prune.path`, whatever `prune.sparsity` says (config insists on a path)."""
+    path = ctx.prune.path
+    mask, kind = read_mask(path, ctx)
+    return Pruned(mask, info={"source": path, "source_kind": kind, "requested_sparsity_ignored": True})
 
 
 METHOD = Finder(find=find_mask)

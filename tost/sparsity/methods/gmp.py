@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tost.sparsity.mask import Mask
-from tost.sparsity.methods.base import Finder, PruneContext
+from tost.schedules import Window
+from tost.sparsity.methods.base import Finder, PruneContext, Pruned
 from tost.sparsity.methods.magnitude import accuracy, magnitudes, train_dense
 from tost.sparsity.schedule import select
 
@@ -28,10 +28,7 @@ class Options:
     end: float
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(
-                f"start must satisfy 0 <= start <= end <= 1, got start={self.start} end={self.end}"
-            )
+        Window(self.start, self.end)  # validates the window
 
 
 def cubic_sparsity(t: float, t0: float, t1: float, final: float, initial: float = 0.0) -> float:
@@ -40,7 +37,7 @@ def cubic_sparsity(t: float, t0: float, t1: float, final: float, initial: float 
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def find_mask(ctx: PruneContext, opts: Options) -> Mask:
+def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
     """Train dense, pruning by |w| at the end of each epoch of the ramp; the last mask is the result."""
     epochs = ctx.pretrain_epochs
     t0, t1 = opts.start * epochs, opts.end * epochs
@@ -56,9 +53,9 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
         trainer.extra["schedule"] = [*trainer.extra.get("schedule", []), mask.stats().sparsity]
 
     result = train_dense(ctx, "gmp", on_epoch_end=prune)
-    ctx.info.update(accuracy(result.summary, "gmp"))  # the gradually pruned network, before the rewind
-    ctx.info["gmp_sparsity_per_epoch"] = list(result.extra.get("schedule", []))
-    return result.mask
+    info = accuracy(result.summary, "gmp")  # the gradually pruned network, before the rewind
+    info["gmp_sparsity_per_epoch"] = list(result.extra.get("schedule", []))
+    return Pruned(result.mask, info)
 
 
 METHOD = Finder(find=find_mask, options=Options)

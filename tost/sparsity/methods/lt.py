@@ -4,8 +4,9 @@
 so that the sparsity after round r is 1 - (1-s)^(r/R) (nested, exact; global or layerwise) → rewind
 the surviving weights. Round 1 is the dense training. Rewinding goes to the initialisation
 (`prune.lt.rewind_epoch: 0`) or to the weights after K epochs of the first, dense training; in that
-case they are put in `ctx.rewind_state`, which the mask stage saves as init.pt so that the sparse
-training starts from them too. ToST (Jaiswal et al., ICML 2022) evaluates such tickets as one of its masks.
+case they are returned as `Pruned.rewind`, which the mask stage saves as init.pt so that the
+sparse training starts from them too. ToST (Jaiswal et al., ICML 2022) evaluates such tickets as one
+of its masks.
 
 Differences from the original LTH script: SGD and the train stage's loop instead of Adam; a
 geometric per-round rate that ends exactly at `prune.sparsity` instead of a fixed 20 % (or 10 %) of
@@ -26,9 +27,8 @@ from typing import Any
 
 from torch import Tensor
 
-from tost.errors import ConfigError
 from tost.sparsity.mask import Mask
-from tost.sparsity.methods.base import Finder, PruneContext
+from tost.sparsity.methods.base import Finder, PruneContext, Pruned
 from tost.sparsity.methods.magnitude import accuracy, magnitudes
 from tost.sparsity.schedule import round_sparsities, select
 
@@ -51,13 +51,11 @@ def _state(model: Any) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def find_mask(ctx: PruneContext, opts: Options) -> Mask:
-    """Train, prune, rewind for `prune.rounds` rounds; rounds nest and end at `prune.sparsity`."""
-    if opts.rewind_epoch > ctx.pretrain_epochs:
-        raise ConfigError(
-            f"params.yaml: prune.lt.rewind_epoch={opts.rewind_epoch} is after the end of the dense "
-            f"training (prune.pretrain_epochs={ctx.pretrain_epochs}); lower it"
-        )
+def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
+    """Train, prune, rewind for `prune.rounds` rounds; rounds nest and end at `prune.sparsity`.
+
+    `rewind_epoch` ≤ the dense epochs is checked by the config.
+    """
 
     def snapshot(trainer: Any) -> None:  # kept in trainer.extra, so it survives a resume of round 1
         if trainer.epoch == opts.rewind_epoch:
@@ -66,10 +64,11 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
     mask = Mask.ones(ctx.weights())
     rewind: dict[str, Tensor] | None = None
     history: list[dict[str, Any]] = []
+    dense: dict[str, float] = {}  # the accuracy of round 1, the dense network
     done = ctx.resume.load(ROUNDS) if ctx.resume is not None else None
     if done is not None:  # a killed run: its finished rounds are not trained again
         mask, rewind, history = Mask(done["mask"]), done["rewind"], list(done["history"])
-        ctx.info.update(done["info"])
+        dense = dict(done["info"])
         log.info("lt: rounds 1-%d of %d already done (%s)", done["round"], ctx.rounds, ctx.resume.root)
     for r, s in enumerate(round_sparsities(ctx.sparsity, ctx.rounds)):
         if r < len(history):
@@ -80,19 +79,17 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
         hook = snapshot if r == 0 and opts.rewind_epoch > 0 else None
         result = ctx.train(net, mask, ctx.pretrain_epochs, f"lt[round {r + 1}/{ctx.rounds}]", hook)
         if r == 0:
-            ctx.info.update(accuracy(result.summary, "dense"))
+            dense = accuracy(result.summary, "dense")
             rewind = result.extra.get("rewind")
         history.append(
             {"round": r + 1, "sparsity": mask.stats().sparsity, **accuracy(result.summary, "round")}
         )
         mask = select(magnitudes(ctx, result.model), s, ctx.scope, previous=mask)
         if ctx.resume is not None:
-            dense = {k: v for k, v in ctx.info.items() if k.startswith("dense_")}
             state = {"round": r + 1, "mask": mask.tensors, "rewind": rewind, "history": history}
             ctx.resume.save(ROUNDS, {**state, "info": dense})
-    ctx.rewind_state = rewind
-    ctx.info["lt_rounds"] = history  # the sparsity each round trained at, and its test accuracy
-    return mask
+    # lt_rounds: the sparsity each round trained at, and its test accuracy
+    return Pruned(mask, {**dense, "lt_rounds": history}, rewind=rewind)
 
 
 METHOD = Finder(find=find_mask, options=Options)

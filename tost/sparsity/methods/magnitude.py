@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from tost.sparsity.mask import Mask
-from tost.sparsity.methods.base import Finder, PruneContext
+from tost.sparsity.methods.base import Finder, PruneContext, Pruned
 from tost.sparsity.schedule import Scores, round_sparsities, select
 
 
@@ -40,16 +40,15 @@ def accuracy(summary: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}_test_acc": summary["test_acc"], f"{prefix}_final_test_acc": summary["final_test_acc"]}
 
 
-def find_mask(ctx: PruneContext, opts: Any) -> Mask:
+def find_mask(ctx: PruneContext, opts: Any) -> Pruned:
     """Train dense once, then keep the largest |w| of the trained weights (nested per round)."""
     result = train_dense(ctx, "magnitude[dense]")
-    ctx.info.update(accuracy(result.summary, "dense"))
     scores = magnitudes(ctx, result.model)
     mask: Mask | None = None
     for s in round_sparsities(ctx.sparsity, ctx.rounds):
         mask = select(scores, s, ctx.scope, previous=mask)
     assert mask is not None
-    return mask
+    return Pruned(mask, accuracy(result.summary, "dense"))
 
 
 METHOD = Finder(find=find_mask)

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tost.errors import MaskError
 from tost.sparsity.mask import Mask
-from tost.sparsity.methods.base import Finder, PruneContext
+from tost.sparsity.methods.base import Finder, PruneContext, Pruned
 from tost.sparsity.schedule import Scores, select
 
 
@@ -67,10 +66,8 @@ def density_schedule(sparsity: float, iters: int) -> list[float]:
     return out
 
 
-def find_mask(ctx: PruneContext, opts: Options) -> Mask:
+def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
     """`iters` rounds of score-and-prune on the linearised copy, under the exponential schedule."""
-    if ctx.input_shape is None:
-        raise MaskError("synflow needs the input image shape (PruneContext.input_shape); none was given")
     net = linearised(ctx.model)
     weights = ctx.weights(net)
     dense = {n: w.detach().clone() for n, w in weights.items()}
@@ -82,7 +79,7 @@ def find_mask(ctx: PruneContext, opts: Options) -> Mask:
                     w.copy_(dense[n] * mask.tensors[n].to(w.device))
         mask = select(synflow_scores(net, weights, ctx.input_shape), s, ctx.scope, previous=mask)
     assert mask is not None
-    return mask
+    return Pruned(mask)
 
 
 METHOD = Finder(find=find_mask, options=Options)

@@ -1,8 +1,8 @@
 """The paper's main table from many finished runs: methods × variants, mean ± std over seeds.
 
 Pure functions over plain records (one per finished DVC experiment), so the aggregation, the noise
-rule and the plots are tested without running DVC. `tost.sweep` turns `dvc exp show --json` into
-these records; `stages/table.py` wires the two together.
+rule and the plots are tested without running DVC. `sweep.plan` turns `dvc exp show --json` into
+these records; `sweep.__main__` wires the two together.
 
 The noise rule: a trick's gain over `baseline` is compared seed by seed (the same seed means the same
 mask and the same initialisation), and a cell is flagged when |mean gain| < 2 × the standard deviation

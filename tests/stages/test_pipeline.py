@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 pytestmark = pytest.mark.slow
 
 
@@ -162,7 +163,7 @@ def test_table_reuses_experiments_and_queues_the_rest(repo):
     run(repo, "dvc", "exp", "run", "-n", "by-hand", "-S", "prune.method=snip", "-S", "seed=1")
     run(repo, "git", "checkout", "--", ".")  # `exp run` leaves its params in the workspace
     before = set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split())
-    out = run(repo, sys.executable, "-m", "stages.table", "--poll", "2").stdout
+    out = run(repo, sys.executable, "-m", "sweep", "--poll", "2").stdout
     assert "2 experiments (1 methods × 1 sparsities × 2 seeds), 1 found, 1 to run" in out
     table = (repo / "metrics" / "table.md").read_text()
     assert "| SNIP |" in table and "(2)" in table
@@ -173,6 +174,6 @@ def test_table_reuses_experiments_and_queues_the_rest(repo):
     listed = {n for line in csv[1:] for n in line.split(",")[-1].split()}
     assert "by-hand" in listed and listed <= names  # every cell traces to an existing experiment
     assert (repo / "metrics" / "table-gain.png").stat().st_size > 1000
-    again = run(repo, sys.executable, "-m", "stages.table", "--poll", "2").stdout
+    again = run(repo, sys.executable, "-m", "sweep", "--poll", "2").stdout
     assert "2 found, 0 to run" in again
     assert set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split()) == names

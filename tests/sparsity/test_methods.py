@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import yaml
 from torch import nn
 from torch.func import functional_call
 
-from tests.test_methods_contract import ROOT, find, make_ctx
+from tests.conftest import ROOT
+from tests.sparsity.test_methods_contract import find, make_ctx
 from tost import data
 from tost.errors import CheckpointError, MaskError, TostError
 from tost.io import load_tensors
@@ -23,7 +25,7 @@ from tost.sparsity.methods import METHODS, gmp, grasp, lt, snip, synflow, taylor
 
 
 def _recording_train(ctx):
-    """Wrap ctx.train to keep every FitResult and the weights each run started from."""
+    """`ctx` whose train function keeps every FitResult and the weights each run started from."""
     results, starts, real = [], [], ctx.train
 
     def train(net, mask, epochs, name, on_epoch_end=None):
@@ -31,8 +33,7 @@ def _recording_train(ctx):
         results.append(real(net, mask, epochs, name, on_epoch_end))
         return results[-1]
 
-    ctx.train = train
-    return results, starts
+    return dataclasses.replace(ctx, train=train), results, starts
 
 
 def _fixed_batches(n=2, seed=0):
@@ -50,15 +51,15 @@ def _hand_gradient(net, names, batches):
 
 # -- magnitude / gmp / lt ----------------------------------------------------------------------------
 def test_magnitude_keeps_exactly_the_largest_trained_weights():
-    ctx = make_ctx(sparsity=0.7)
-    results, starts = _recording_train(ctx)
-    mask = find("magnitude", ctx)
+    ctx, results, starts = _recording_train(make_ctx(sparsity=0.7))
+    found = find("magnitude", ctx)
+    mask = found.mask
     assert torch.equal(starts[0]["conv1.weight"], ctx.model.state_dict()["conv1.weight"])  # trained from init
     trained = prunable(results[0].model)
     kept = torch.cat([w.detach().abs()[mask.tensors[n]] for n, w in trained.items() if n in mask.tensors])
     pruned = torch.cat([w.detach().abs()[~mask.tensors[n]] for n, w in trained.items() if n in mask.tensors])
     assert kept.min() >= pruned.max()
-    assert "dense_test_acc" in ctx.info
+    assert "dense_test_acc" in found.info
 
 
 def test_gmp_cubic_schedule():
@@ -75,13 +76,13 @@ def test_gmp_cubic_schedule():
 
 
 def test_gmp_prunes_during_training_and_ends_exact():
-    ctx = make_ctx(sparsity=0.75, pretrain_epochs=3)
-    results, _ = _recording_train(ctx)
-    mask = find("gmp", ctx)
+    ctx, results, _ = _recording_train(make_ctx(sparsity=0.75, pretrain_epochs=3))
+    pruned = find("gmp", ctx)
+    mask = pruned.mask
     total = mask.stats().total
     assert total - mask.stats().kept == round(0.75 * total)
     assert mask.violations(prunable(results[0].model)) == {}  # the trained net already obeys it
-    per_epoch = ctx.info["gmp_sparsity_per_epoch"]
+    per_epoch = pruned.info["gmp_sparsity_per_epoch"]
     assert len(per_epoch) == 3
     assert per_epoch == sorted(per_epoch)
     assert 0 < per_epoch[0] < 0.75
@@ -89,24 +90,24 @@ def test_gmp_prunes_during_training_and_ends_exact():
 
 @pytest.mark.parametrize("rewind_epoch", [0, 1])
 def test_lt_rewinds_and_nests(rewind_epoch):
-    ctx = make_ctx(sparsity=0.8, rounds=3)
-    results, starts = _recording_train(ctx)
-    mask = METHODS["lt"].find_mask(ctx, lt.Options(rewind_epoch=rewind_epoch))
+    ctx, results, starts = _recording_train(make_ctx(sparsity=0.8, rounds=3))
+    pruned = METHODS["lt"].find_mask(ctx, lt.Options(rewind_epoch=rewind_epoch))
+    mask = pruned.mask
     assert len(results) == 3
     init = ctx.model.state_dict()
     if rewind_epoch == 0:
-        assert ctx.rewind_state is None
+        assert pruned.rewind is None
         expected = init
     else:  # the weights after one epoch of the dense run, as a separate one-epoch run gives them
         one = make_ctx()
         dense = one.train(copy.deepcopy(one.model), Mask.ones(one.weights()), 1, "check")
-        expected = ctx.rewind_state
+        expected = pruned.rewind
         assert all(torch.equal(v, dense.model.state_dict()[k]) for k, v in expected.items())
         assert not torch.equal(expected["conv1.weight"], init["conv1.weight"])
     assert all(torch.equal(starts[0][k], init[k]) for k in init)  # the dense run starts at the init
     for start in starts[1:]:  # every later round starts from the rewind point
         assert all(torch.equal(start[k], expected[k]) for k in init)
-    rounds = ctx.info["lt_rounds"]
+    rounds = pruned.info["lt_rounds"]
     assert [r["sparsity"] for r in rounds] == sorted(r["sparsity"] for r in rounds)
     assert rounds[0]["sparsity"] == 0.0
     assert mask.stats().total - mask.stats().kept == round(0.8 * mask.stats().total)
@@ -114,14 +115,14 @@ def test_lt_rewinds_and_nests(rewind_epoch):
 
 def test_lt_rewind_after_the_dense_run_is_an_error():
     with pytest.raises(TostError, match="rewind_epoch"):
-        METHODS["lt"].find_mask(make_ctx(pretrain_epochs=1), lt.Options(rewind_epoch=2))
+        make_ctx(pretrain_epochs=1, **{"prune.lt.rewind_epoch": 2})
 
 
 # -- gradient scorers ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("module", [taylor, snip])
 def test_taylor_and_snip_equal_hand_computed_scores(module):
     batches = _fixed_batches()
-    ctx = make_ctx(batches=lambda: iter(batches))
+    ctx = dataclasses.replace(make_ctx(), batches=lambda: iter(batches))
     names = list(ctx.weights())
     g = _hand_gradient(copy.deepcopy(ctx.model), names, batches)
     expected = {n: (g[n] * ctx.weights()[n].detach()).abs() for n in names}
@@ -144,7 +145,9 @@ def _tiny_net(seed=0):
 def test_grasp_score_is_w_times_hessian_gradient_product():
     net = _tiny_net().double()
     batches = [(x.double(), y) for x, y in _fixed_batches(3)]
-    ctx = make_ctx(model=net, include_last=True, batches=lambda: iter(batches))
+    ctx = dataclasses.replace(
+        make_ctx(model=net, **{"prune.include_last": True}), batches=lambda: iter(batches)
+    )
     t = 200.0
     weights = ctx.weights()
     names, w0 = list(weights), tuple(w.detach() for w in weights.values())
@@ -159,7 +162,7 @@ def test_grasp_score_is_w_times_hessian_gradient_product():
     for n, w, h in zip(names, w0, hg, strict=True):
         torch.testing.assert_close(got[n], w * h, rtol=1e-6, atol=1e-18)
     assert any(bool((s < 0).any()) for s in got.values())  # signed, not |.|
-    mask = METHODS["grasp"].find_mask(ctx, grasp.Options(temperature=t))
+    mask = METHODS["grasp"].find_mask(ctx, grasp.Options(temperature=t)).mask
     kept = torch.cat([got[n][mask.tensors[n]] for n in names])
     pruned = torch.cat([got[n][~mask.tensors[n]] for n in names])
     assert kept.min() >= pruned.max()  # the highest w ⊙ Hg survive
@@ -170,7 +173,8 @@ def test_synflow_reads_no_data():
     def refuse():
         raise AssertionError("synflow called batches()")
 
-    mask = METHODS["synflow"].find_mask(make_ctx(batches=refuse), synflow.Options(iters=3))
+    ctx = dataclasses.replace(make_ctx(), batches=refuse)
+    mask = METHODS["synflow"].find_mask(ctx, synflow.Options(iters=3)).mask
     assert mask.stats().sparsity == pytest.approx(0.8, abs=1e-3)
 
 
@@ -204,7 +208,7 @@ def _random_mask(ctx, seed=0):
 
 
 def _import(ctx, path):
-    ctx.path = str(path)
+    ctx = dataclasses.replace(ctx, prune=dataclasses.replace(ctx.prune, path=str(path)))
     return METHODS["file"].find_mask(ctx, None)
 
 
@@ -222,8 +226,8 @@ def test_file_round_trips_every_accepted_format(tmp_path):
     torch.save({"format": "tost-checkpoint/1", "state_dict": state}, tmp_path / "ckpt.pt")
     for f in ("tost.pt", "plain.pt", "upstream.pt", "sd.pt", "pruned.pth.tar", "ckpt.pt"):
         got = _import(ctx, tmp_path / f)
-        assert all(torch.equal(got.tensors[n], mask.tensors[n]) for n in mask.tensors), f
-    assert ctx.info["source_kind"] == "checkpoint"
+        assert all(torch.equal(got.mask.tensors[n], mask.tensors[n]) for n in mask.tensors), f
+    assert got.info["source_kind"] == "checkpoint"
 
 
 def test_file_errors_are_one_line(tmp_path):

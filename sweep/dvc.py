@@ -1,0 +1,162 @@
+"""DVC's command line as the sweep uses it: run experiments through the queue, wait, read them back.
+
+DVC is driven through its command line (a `Dvc` callable), never through its internal Python API,
+which is not a stable interface; tests substitute the callable where DVC itself is not the subject.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tost.errors import TostError
+
+log = logging.getLogger(__name__)
+
+Dvc = Callable[[Sequence[str]], str]  # runs `dvc <args>`, returns stdout, raises TostError on failure
+STATUSES = ("Queued", "Running", "Success", "Failed")
+DVC = (sys.executable, "-m", "dvc")  # the dvc of this environment, whatever PATH holds
+
+
+def _last_line(text: str) -> str:
+    return (text.strip() or "no output").splitlines()[-1]
+
+
+def run_dvc(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """Run `dvc` and return its stdout; a failure becomes one error with DVC's own last line."""
+    proc = subprocess.run([*DVC, *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise TostError(f"dvc {' '.join(args[:3])} ... failed: {_last_line(proc.stderr or proc.stdout)}")
+    return proc.stdout
+
+
+def start_queue(jobs: int, env: Mapping[str, str] | None = None) -> None:
+    """Run `dvc queue start -j N`, its output going to a file rather than a pipe.
+
+    The workers it starts are daemons that inherit our file descriptors: they would hold a pipe open
+    and `subprocess.run` would never return.
+    """
+    with tempfile.TemporaryFile("w+") as err:
+        cmd = [*DVC, "queue", "start", "-j", str(jobs)]
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, check=False)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise TostError(f"dvc queue start failed: {_last_line(err.read())}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One DVC experiment as `dvc exp show --json` describes it."""
+
+    name: str
+    rev: str
+    params: Mapping[str, Any] | None  # params.yaml, None when DVC could not read it
+    metrics: Mapping[str, Any]  # metrics file path -> its data
+
+
+def _revisions(node: Any) -> Iterator[dict]:
+    """Every experiment revision in the JSON, whatever the nesting of baselines and branches."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _revisions(item)
+    elif isinstance(node, dict):
+        for child in node.get("experiments") or []:
+            executor = child.get("executor") or {}
+            if executor.get("state") not in (None, "success"):
+                continue  # queued or running: its metrics are the live, unfinished workspace's
+            for rev in child.get("revs") or []:
+                yield rev
+                yield from _revisions(rev)
+
+
+def parse_exp_show(text: str) -> list[Experiment]:
+    """The experiments (not the workspace or baseline commits) in `dvc exp show --json` output."""
+    out = []
+    for rev in _revisions(json.loads(text or "[]")):
+        data = rev.get("data") or {}
+        name = rev.get("name") or rev.get("rev")
+        if not name or rev.get("error"):
+            continue
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+        metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
+        out.append(
+            Experiment(name=name, rev=data.get("rev") or rev.get("rev", ""), params=params, metrics=metrics)
+        )
+    return out
+
+
+def experiments(dvc: Dvc, all_commits: bool = False) -> list[Experiment]:
+    """The finished experiments of the current commit, or of every commit with `all_commits`.
+
+    Experiments of older commits ran older code: reusing them is the user's explicit choice
+    (`--all-commits`), for when the commits since changed nothing that affects the results.
+    """
+    return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch", *(["-A"] if all_commits else [])]))
+
+
+def queue_status(dvc: Dvc) -> dict[str, str]:
+    """Experiment name -> Queued / Running / Success / Failed, from `dvc queue status`'s table."""
+    out: dict[str, str] = {}
+    for line in dvc(["queue", "status"]).splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[-1] in STATUSES:
+            out[words[1]] = words[-1]  # Task Name Created(…) Status; unnamed tasks are never ours
+    return out
+
+
+def enqueue(dvc: Dvc, runs: Mapping[str, Sequence[str]], existing: set[str]) -> list[str]:
+    """Queue each named run (name -> its `-S` arguments) not already queued or running.
+
+    Returns the names now pending. A finished task of the same name blocks the name, and an
+    experiment of that name that is incomplete (e.g. variants were added since) is redone.
+    """
+    status = queue_status(dvc)
+    for name, set_args in runs.items():
+        state = status.get(name)
+        if state in ("Queued", "Running"):
+            log.info("table: %s is already %s", name, state.lower())
+            continue
+        if state in ("Failed", "Success"):
+            dvc(["queue", "remove", name])
+        if name in existing:
+            dvc(["exp", "remove", name])
+        dvc(["exp", "run", "--queue", "-n", name, *set_args])
+        log.info("table: queued %s", name)
+    return list(runs)
+
+
+def wait(
+    dvc: Dvc, names: Sequence[str], poll_s: float = 10.0, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, str]:
+    """Poll the queue until none of `names` is queued or running; print progress; final statuses."""
+    start = time.monotonic()
+    last = ""
+    unlisted: set[str] = set()
+    while True:
+        status = queue_status(dvc)
+        mine = {}
+        for name in names:
+            if name in status:
+                mine[name] = status[name]
+                unlisted.discard(name)
+            else:  # DVC drops finished tasks after a while; absent twice in a row counts as finished
+                mine[name] = "Success" if name in unlisted else "Running"
+                unlisted.add(name)
+        counts = {s: sum(v == s for v in mine.values()) for s in STATUSES}
+        line = (
+            f"table: {counts['Success']}/{len(names)} done, {counts['Running']} running, "
+            f"{counts['Queued']} queued, {counts['Failed']} failed"
+        )
+        if line != last:
+            log.info("%s (%.0f s)", line, time.monotonic() - start)
+            last = line
+        if counts["Queued"] + counts["Running"] == 0:
+            return mine
+        sleep(poll_s)

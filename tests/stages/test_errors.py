@@ -1,0 +1,180 @@
+"""Nothing silent: every user mistake through a real stage is exit code 2, one readable line, no outputs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import tost.datasets.cifar as cifar
+import tost.io
+from stages import data as data_stage
+from stages import mask as mask_stage
+from stages import train as train_stage
+from tests.stages.conftest import edit_params, env, mask_args, one_line, train_cmd, workdir
+from tost.models import build
+from tost.sparsity.mask import FORMAT, Enforcer, Mask, prunable
+
+
+def test_init_from_another_architecture_isone_line(tmp_path, monkeypatch, raw_params):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["model"]["arch"] = "vgg16"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run(train_cmd("x"), cwd=work, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: artifacts/init.pt: does not fit model.arch=vgg16 width=8: ")
+    assert "missing" in lines[0]
+    assert not (work / "x").exists()
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+SUBPROCESS_CASES = {
+    # name: (needs a mask, params changes, damage, stage and arguments, the line must match)
+    "unknown-params-key": (
+        False, {"train.typo": 1}, None, ["stages.check", "--out", "x/params.ok"],
+        r"^error: params\.yaml: train: unknown key\(s\) \['typo'\]",
+    ),
+    "empty-layer": (
+        False, {"prune.sparsity": 0.999}, None, ["stages.mask", *mask_args("x")],
+        r"^error: sparsity 0\.9990 \(global\) would leave layer \S+ \(\d+ weights\).* with no weight; lower",
+    ),
+    "truncated-mask": (
+        True, {}, "artifacts/mask.pt", train_cmd("x")[2:],
+        r"^error: artifacts/mask\.pt: not a readable torch file \(truncated or corrupted\?\)",
+    ),
+    "non-finite-loss": (
+        True, {"train.lr": 1e30}, None, train_cmd("x")[2:],
+        r"^error: train\[baseline\]: loss became non-finite at epoch 1, step \d+; .*train\.lr",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(SUBPROCESS_CASES))
+def test_bad_input_through_the_real_stage_isone_line(tmp_path, monkeypatch, raw_params, case):
+    needs_mask, changes, damage, argv, expected = SUBPROCESS_CASES[case]
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=2, mask=needs_mask, train_images=256)
+    edit_params(work, changes)
+    if damage:
+        _truncate(work / damage)
+    proc = subprocess.run([sys.executable, "-m", *argv], cwd=work, env=env(), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert re.search(expected, one_line(proc)), proc.stderr
+    assert not (work / "x").exists()  # nothing written, not even a folder
+
+
+def test_cuda_requested_without_gpu_isone_line(tmp_path, monkeypatch, raw_params, stage_error):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+    edit_params(work, {"train.device": "cuda"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    line = stage_error(mask_stage.main, mask_args("x"))
+    assert line == "error: train.device=cuda but no CUDA GPU is visible; use train.device=auto or cpu"
+    assert not (work / "x").exists()
+
+
+def test_prune_batch_size_larger_than_the_data_names_its_key(tmp_path, monkeypatch, raw_params, stage_error):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+    edit_params(work, {"prune.batch_size": 100_000})
+    line = stage_error(mask_stage.main, mask_args("x"))
+    assert line.startswith("error: params.yaml: prune.batch_size=100000 is larger than the training split")
+    assert not (work / "x").exists()
+
+
+def test_dataset_missing_without_network_isone_line(tmp_path, monkeypatch, raw_params, stage_error):
+    raw_params["data"].update(name="cifar10", root=str(tmp_path / "raw"), download=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    monkeypatch.chdir(tmp_path)
+
+    def offline(*_a, **_k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    line = stage_error(data_stage.main, ["--out", "artifacts/data", "--metrics", "metrics/data.json"])
+    assert "cifar-10-python.tar.gz: download failed" in line
+    assert str(tmp_path / "raw") in line
+    assert not (tmp_path / "artifacts").exists()
+    assert not (tmp_path / "metrics").exists()
+
+
+def _bad_masks(good: Path) -> dict[str, tuple[dict, str]]:
+    """Mask files the train stage must refuse, and the fragment its error line must hold."""
+    masks = Mask.load(good)[0].tensors
+    first = next(iter(masks))
+    other = Mask.ones(prunable(build("vgg16", 10, (1, 8, 8), 8))).tensors
+    wrap = {"format": FORMAT, "meta": {}}
+    return {
+        "another-arch": ({**wrap, "masks": other}, "unknown entries"),
+        "non-binary": ({**wrap, "masks": {**masks, first: masks[first].float() * 0.5}}, "neither 0 nor 1"),
+        "mis-shaped": ({**wrap, "masks": {**masks, first: masks[first].reshape(-1)}}, "has shape"),
+    }
+
+
+@pytest.mark.parametrize("case", ["another-arch", "non-binary", "mis-shaped"])
+def test_train_stage_refuses_a_bad_mask_inone_line(tmp_path, monkeypatch, raw_params, stage_error, case):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1)
+    obj, fragment = _bad_masks(work / "artifacts" / "mask.pt")[case]
+    torch.save(obj, work / "artifacts" / "mask.pt")
+    line = stage_error(train_stage.main, train_cmd("x")[3:])
+    assert fragment in line
+    assert not (work / "x").exists()
+
+
+def _full_disk(real_open, budget: int = 100):
+    """`open` whose files fail like a full disk once `budget` bytes are written."""
+
+    class FullDiskFile:
+        def __init__(self, f) -> None:
+            self.f, self.left = f, budget
+
+        def write(self, b) -> int:
+            if len(b) > self.left:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.left -= len(b)
+            return self.f.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+    return lambda path, mode="r", *a, **k: FullDiskFile(real_open(path, mode, *a, **k))
+
+
+def test_disk_full_keeps_the_old_file_and_isone_line(tmp_path, monkeypatch, raw_params, stage_error):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+    out = work / "artifacts" / "data"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    edit_params(work, {"seed": 1})  # different splits: every file would change
+    monkeypatch.setattr(tost.io, "open", _full_disk(open), raising=False)
+    line = stage_error(data_stage.main, ["--out", "artifacts/data", "--metrics", "metrics/data.json"])
+    assert line == "error: cannot write artifacts/data/train.pt: No space left on device"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporaries
+
+
+def test_unenforced_mask_fails_the_train_stage_and_writes_nothing(
+    tmp_path, monkeypatch, raw_params, stage_error
+):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, train_images=256)
+    monkeypatch.setattr(Enforcer, "__call__", lambda self: None)  # a broken enforcement
+    line = stage_error(train_stage.main, train_cmd("x")[3:])
+    assert re.fullmatch(r"error: train\[baseline\]: \d+ pruned weights of \S+ are not 0 after training", line)
+    assert not (work / "x" / "metrics.json").exists()
+    assert not (work / "x" / "ckpt.pt").exists()
+    assert not (work / "x" / "curve.csv").exists()

@@ -1,0 +1,54 @@
+"""`python -m sweep` as a user runs it: dry runs, presets, and one clear error for each mistake."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sweep import __main__ as cli
+from sweep import dvc
+from tests.conftest import ROOT
+from tests.sweep.test_dvc import FakeDvc
+from tost import config
+from tost.errors import ConfigError
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch):
+    """A directory with the repository's params.yaml and presets, and a DVC that has no experiments."""
+    (tmp_path / "presets").mkdir()
+    for f in (ROOT / "presets").glob("*.yaml"):
+        (tmp_path / "presets" / f.name).write_text(f.read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    fake = FakeDvc([{}])
+    monkeypatch.setattr(
+        dvc, "run_dvc", lambda args, env=None: "[]" if args[:2] == ["exp", "show"] else fake(args)
+    )
+    return tmp_path
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(stage_dir, capsys):
+    cli.main(["--dry-run", "--quick"])
+    out = capsys.readouterr().out.splitlines()
+    quick = yaml.safe_load((ROOT / "presets" / "quick.yaml").read_text())["report"]
+    n = len(config.load(ROOT / "params.yaml").report.methods) * len(quick["seeds"]) * len(quick["sparsities"])
+    assert len(out) == n and all(line.startswith("queue  dvc exp run --queue -n ") for line in out)
+    assert not list(stage_dir.glob("metrics/*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "nosuch"], "presets/nosuch.yaml: not found"),
+        (["--preset", "typo.yaml"], "typo.yaml: train.epoch: no such key"),
+        (["--preset", "norun.yaml"], "tricks.run: the table compares every variant with baseline"),
+        (["--preset", "badrate.yaml"], "report.lt_rate must be in"),
+    ],
+)
+def test_bad_presets_are_one_clear_error(stage_dir, args, message):
+    (stage_dir / "typo.yaml").write_text("train:\n  epoch: 3\n")
+    (stage_dir / "norun.yaml").write_text("tricks:\n  run: [tost]\n")
+    (stage_dir / "badrate.yaml").write_text("report:\n  lt_rate: 1.5\n")
+    with pytest.raises(ConfigError, match=message):
+        cli.main([*args, "--dry-run"])

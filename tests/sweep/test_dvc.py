@@ -1,0 +1,64 @@
+"""DVC's command line as the sweep drives it, against a recording fake (tests/stages runs the real one)."""
+
+from __future__ import annotations
+
+from sweep import dvc
+
+
+class FakeDvc:
+    """Records `dvc` calls and answers `queue status` from a script of successive tables."""
+
+    def __init__(self, statuses: list[dict[str, str]]):
+        self.calls: list[list[str]] = []
+        self.statuses = statuses
+
+    def __call__(self, args):
+        self.calls.append(list(args))
+        if list(args[:2]) == ["queue", "status"]:
+            now = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            rows = [f"{i:07x}  {n}  04:01 PM   {s}" for i, (n, s) in enumerate(now.items())]
+            return (
+                "Task     Name    Created    Status\n"
+                + "\n".join(rows)
+                + "\n\nWorker status: 1 active, 0 idle\n"
+            )
+        return ""
+
+
+def test_enqueue_skips_pending_and_clears_stale_names():
+    a, b, c = "a-run", "b-run", "c-run"
+    fake = FakeDvc([{a: "Running", b: "Failed"}])
+    pending = dvc.enqueue(fake, {a: [], b: ["-S", "seed=1"], c: []}, existing={c})
+    assert pending == [a, b, c]
+    runs = [call for call in fake.calls if call[:2] == ["exp", "run"]]
+    assert [call[call.index("-n") + 1] for call in runs] == [b, c]  # a is already running
+    assert runs[0][-2:] == ["-S", "seed=1"]
+    assert ["queue", "remove", b] in fake.calls
+    assert ["exp", "remove", c] in fake.calls
+
+
+def test_wait_polls_until_nothing_is_pending():
+    fake = FakeDvc(
+        [
+            {"a": "Queued", "b": "Running"},
+            {"a": "Running", "b": "Success"},
+            {"a": "Failed", "b": "Success"},
+        ]
+    )
+    slept = []
+    assert dvc.wait(fake, ["a", "b"], poll_s=1, sleep=slept.append) == {"a": "Failed", "b": "Success"}
+    assert len(slept) == 2
+
+
+def test_wait_takes_a_task_missing_from_the_queue_twice_as_finished():
+    fake = FakeDvc([{"a": "Running"}, {}, {"a": "Running"}, {}, {"b": "Queued"}])
+    assert dvc.wait(fake, ["a"], poll_s=1, sleep=lambda _: None) == {"a": "Success"}
+    # running, missing once (not yet finished), running again, then missing twice in a row: finished
+    assert len([c for c in fake.calls if c[:2] == ["queue", "status"]]) == 5
+
+
+def test_old_commits_are_opt_in():
+    calls = []
+    dvc.experiments(lambda args: calls.append(list(args)) or "[]")
+    dvc.experiments(lambda args: calls.append(list(args)) or "[]", all_commits=True)
+    assert "-A" not in calls[0] and "-A" in calls[1]

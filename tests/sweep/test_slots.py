@@ -1,0 +1,54 @@
+"""GPU slots: exclusive, freed with their holder, N per GPU, claimed by the stage glue (not the library)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from stages import _common
+from sweep import slots
+from tost import config
+
+
+def test_slots_are_exclusive_and_freed_with_their_holder(tmp_path):
+    first, h0 = slots.claim(tmp_path, 2)
+    second, h1 = slots.claim(tmp_path, 2)
+    assert (first, second) == (0, 1)
+    h0.close()  # the process holding GPU 0 ended
+    third, h2 = slots.claim(tmp_path, 2)
+    assert third == 0
+    h1.close()
+    h2.close()
+
+
+def test_several_slots_per_gpu_spread_over_the_gpus_first(tmp_path):
+    held = [slots.claim(tmp_path, 2, per_gpu=2) for _ in range(4)]
+    assert [gpu for gpu, _ in held] == [0, 1, 0, 1]
+    held[1][1].close()
+    again, handle = slots.claim(tmp_path, 2, per_gpu=2)
+    assert again == 1
+    for _, h in [*held, (again, handle)]:
+        h.close()
+
+
+def test_stage_glue_claims_a_gpu_of_its_own_in_a_parallel_sweep(tmp_path, monkeypatch, raw_params):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: chosen[-1])
+    monkeypatch.setenv(slots.LOCK_DIR, str(tmp_path))
+    monkeypatch.setenv(slots.PER_GPU, "1")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(_common, "_HELD", [])
+    cfg = dataclasses.replace(config.parse(raw_params).train, device="cuda")
+    first, second = _common.runtime(cfg), _common.runtime(cfg)
+    assert (first.device.index, second.device.index) == (0, 1)
+    _common._HELD[0].close()  # the first experiment ended
+    assert _common.runtime(cfg).device.index == 0
+
+
+def test_without_a_sweep_nothing_is_claimed(tmp_path):
+    assert slots.requested({}) is None
+    assert slots.requested({slots.LOCK_DIR: str(tmp_path), slots.PER_GPU: "4"}) == (str(tmp_path), 4)

@@ -1,0 +1,81 @@
+"""The paper-style table: aggregation and the noise rule, markdown, plots (pure functions, no DVC)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sweep.table import Run, aggregate, gain_heatmap, sparsity_plot, to_markdown
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def runs_two_seeds() -> list[Run]:
+    return [
+        Run("r0", "random", 0.9, 0, {"baseline": 90.0, "tost": 95.0, "soft_act": 90.5}),
+        Run("r1", "random", 0.9, 1, {"baseline": 92.0, "tost": 96.0, "soft_act": 91.0}),
+        Run("s0", "snip", 0.9, 0, {"baseline": 80.0, "tost": 81.0}),
+    ]
+
+
+def row(df, method, variant):
+    (found,) = df[(df.method == method) & (df.variant == variant)].to_dict("records")
+    return found
+
+
+def test_aggregate_means_stds_and_paired_gains():
+    df = aggregate(runs_two_seeds(), ["baseline", "soft_act", "tost"])
+    base = row(df, "random", "baseline")
+    assert base["mean"] == pytest.approx(91.0)
+    assert base["std"] == pytest.approx(math.sqrt(2.0))
+    assert base["n_seeds"] == 2
+    assert base["experiments"] == "r0 r1"
+    tost = row(df, "random", "tost")
+    assert tost["gain"] == pytest.approx(4.5)  # paired: (5 + 4) / 2
+    assert tost["gain_std"] == pytest.approx(math.sqrt(0.5))
+    assert not tost["within_noise"]  # 4.5 >= 2 * 0.71
+    soft = row(df, "random", "soft_act")
+    assert soft["gain"] == pytest.approx(-0.25)  # (+0.5, -1.0)
+    assert soft["within_noise"]  # 0.25 < 2 * 1.06
+    one_seed = row(df, "snip", "tost")
+    assert one_seed["n_seeds"] == 1 and math.isnan(one_seed["std"])
+    assert one_seed["within_noise"]  # one seed: no spread, so never signal
+    assert row(df, "snip", "soft_act")["n_seeds"] == 0  # the variant was not trained there
+
+
+def test_aggregate_counts_a_repeated_seed_once():
+    runs = [*runs_two_seeds(), Run("r0-again", "random", 0.9, 0, {"baseline": 10.0, "tost": 10.0})]
+    df = aggregate(runs, ["baseline", "tost"])
+    assert row(df, "random", "baseline")["n_seeds"] == 2
+    assert "r0-again" not in row(df, "random", "baseline")["experiments"]
+
+
+def test_markdown_rows_follow_the_paper_order_and_mark_noise():
+    variants = ["baseline", "soft_act", "tost"]
+    md = to_markdown(aggregate(runs_two_seeds(), variants), variants, ["snip", "random"], "t")
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| method | baseline | soft_act | tost |"
+    assert lines[1].startswith("| SNIP |") and lines[2].startswith("| RP |")
+    assert "91.00 ± 1.41 (2)" in lines[2]
+    assert "95.50 ± 0.71 (2) +4.50 |" in lines[2]  # signal: no marker
+    assert "-0.25~" in lines[2]  # within noise
+    assert "| — |" in lines[1]  # snip has no soft_act run
+
+
+def test_plots_are_written(tmp_path):
+    runs = [
+        *runs_two_seeds(),
+        Run("r2", "random", 0.5, 0, {"baseline": 97.0, "tost": 97.5, "soft_act": 97.0}),
+    ]
+    df = aggregate(runs, ["baseline", "soft_act", "tost"])
+    gain_heatmap(df, ["baseline", "soft_act", "tost"], ["random", "snip"], tmp_path / "gain.png")
+    sparsity_plot(df, ["random", "snip"], tmp_path / "sparsity.png", ["baseline", "tost"])
+    for name in ("gain.png", "sparsity.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_rows_follow_the_table_order():
+    df = aggregate(runs_two_seeds(), ["baseline", "tost"], ["snip", "random"])
+    assert list(dict.fromkeys(df.method)) == ["snip", "random"]

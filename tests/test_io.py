@@ -1,0 +1,86 @@
+"""Nothing lost, nothing unsafe: atomic writes, a full disk, malicious and truncated tensor files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from tost.errors import CheckpointError, TostError
+from tost.io import atomic_path, load_tensors, save_tensors, write_json
+
+
+class Boom:
+    """A pickle payload that would run a shell command when unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"state_dict": Boom()}))
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_tensors(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("cut", [0, 10, 200])
+def test_truncated_file_is_a_clear_error(tmp_path, cut):
+    good = tmp_path / "good.pt"
+    save_tensors(good, {"w": torch.randn(64, 64)})
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[:cut])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_tensors(bad)
+
+
+def test_atomic_write_leaves_old_file_on_crash(tmp_path):
+    target = tmp_path / "m.json"
+    write_json(target, {"a": 1})
+
+    def crash_while_writing() -> None:
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"a": 2, "half')
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        crash_while_writing()
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_unwritable_output_directory_is_one_line(tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        target = blocker / "out.json"  # a path under a regular file cannot be created, even by root
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        target = ro / "out.json"
+    with pytest.raises(TostError, match="cannot write"):
+        write_json(target, {"a": 1})
+
+
+def test_disk_full_on_a_text_file_keeps_the_old_one(tmp_path, monkeypatch):
+    target = tmp_path / "m.json"
+    write_json(target, {"a": 1})
+
+    def full(self, text, *a, **k):
+        Path.write_bytes(self, text.encode()[:5])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(TostError) as err:
+        write_json(target, {"a": 2})
+    assert str(err.value) == f"cannot write {target}: No space left on device"
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
