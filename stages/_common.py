@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import IO
 
 import torch
-from torch import nn
 
-from tost import models
-from tost.config import Params, TrainConfig
+from tost.config import TrainConfig
 from tost.errors import TostError, TrainingError
-from tost.io import load_tensors
 from tost.runtime import Runtime
 
 PARAMS = Path("params.yaml")
@@ -54,16 +51,6 @@ def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
             _HELD.append(handle)
             torch.cuda.set_device(index)
     return Runtime.from_config(cfg, nproc, layout)
-
-
-def build_model(
-    p: Params, prepared_shape: tuple[int, int, int], num_classes: int, weights: Path
-) -> nn.Module:
-    """The configured architecture with the weights of an init or checkpoint file."""
-    model = models.build(p.model.arch, num_classes, prepared_shape, p.model.width)
-    described = f"model.arch={p.model.arch} width={p.model.width}"
-    models.load_weights(model, load_tensors(weights), str(weights), described)
-    return model
 
 
 def torchrun_command(nproc: int, module: str, args: Sequence[str]) -> list[str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from stages._common import PARAMS, run_stage
 from tost import config, data
+from tost.datasets import split
 from tost.io import write_json
 
 log = logging.getLogger("stages.data")
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     d = p.data
-    prepared = data.prepare(d.name, Path(d.root), d.download, d.val_fraction, d.test_fraction, p.seed)
+    prepared = split.prepare(d, p.seed)
     meta = data.save_prepared(prepared, args.out)
     write_json(args.metrics, {"dataset": d.name, **meta})
     log.info("data: %s train/val/test = %s", d.name, meta.get("sizes"))

@@ -1,8 +1,9 @@
-"""DVC stage `mask`: the dense initialisation (init.pt) and the mask found on it (mask.pt).
+"""DVC stage `mask`: the mask found on the dense stage's initialisation, and where sparse training starts.
 
-With `--resume DIR`, methods that train (magnitude, gmp, lt) keep their progress in DIR after every
-epoch and every lt round; a rerun after a kill continues from there and ends with the same mask, init
-and metrics. DIR is emptied once the outputs are written.
+It reads the `dense` stage's folder (init.pt, and trained.pt when `dense.epochs` > 0) and writes
+mask.pt, init.pt (the initialisation, or lt's rewind point) and metrics/mask.json. With `--resume DIR`,
+methods that train (gmp, lt) keep their progress in DIR after every epoch and every lt round; a rerun
+after a kill continues from there and ends with the same outputs. DIR is emptied once they are written.
 """
 
 import argparse
@@ -15,27 +16,31 @@ from tost.prune import find
 from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 
-SECTIONS = ("seed", "data", "model", "prune", "prune_options", "train")  # what the mask depends on
+SECTIONS = ("seed", "data", "model", "dense", "prune", "prune_options", "train")  # what the mask depends on
+NOT_READ = ("train.epochs", "train.nproc")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "mask", "init", "metrics"):
+    for name in ("data", "dense", "mask", "init", "metrics"):
         ap.add_argument(f"--{name}", type=Path, required=True)
     ap.add_argument("--resume", type=Path, help="folder for resume files (kept outside DVC's outs)")
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     rt = runtime(p.train)
-    seed_everything(p.seed)
     prepared = data.load_prepared(args.data)
-    model = models.build(p.model.arch, prepared.num_classes, prepared.shape, p.model.width)
+    seed_everything(p.seed)  # as the dense stage did before it built the init
+    model, trained = (
+        models.from_file(args.dense / f, p.model, prepared.num_classes, prepared.shape) if f else None
+        for f in ("init.pt", "trained.pt" if p.dense.epochs > 0 else None)
+    )
     resume = None
-    if args.resume is not None:  # resume files of any other run (params or data) are ignored
-        inputs = sorted(f for f in args.data.iterdir() if f.is_file())
-        resume = ResumeDir(args.resume, run_identity(p, SECTIONS, inputs))
-    found = find(p, prepared, model, rt, resume)
-    found.mask.save(args.mask, {"method": p.prune.method, "arch": p.model.arch, "width": p.model.width,
-                                "scope": p.prune.scope})  # fmt: skip
+    if args.resume is not None:  # resume files of any other run (params or inputs) are ignored
+        inputs = [*sorted(f for f in args.data.iterdir() if f.is_file()), args.dense / "init.pt"]
+        resume = ResumeDir(args.resume, run_identity(p, SECTIONS, inputs, exclude=NOT_READ))
+    found = find(p, prepared, model, rt, resume, trained)
+    meta = {"method": p.prune.method, "arch": p.model.arch, "width": p.model.width, "scope": p.prune.scope}
+    found.mask.save(args.mask, meta)
     save_tensors(args.init, {"format": "tost-init/1", "arch": p.model.arch, "state_dict": found.init})
     write_json(args.metrics, found.metrics)
     if resume is not None:

@@ -12,21 +12,15 @@ from tost.io import read_json
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    for name in (
-        "mask_metrics",
-        "data_metrics",
-        "train_dir",
-        "curves_dir",
-        "analysis_dir",
-        "md",
-        "csv",
-        "plot",
-    ):
+    for name in ("mask_metrics", "data_metrics", "dense_metrics", "train_dir", "curves_dir", "analysis_dir",
+                 "md", "csv", "plot"):  # fmt: skip
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True)
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     variants = list(p.tricks.run)
-    df = report.results_table(variants, args.mask_metrics, args.train_dir, args.analysis_dir)
+    df = report.results_table(
+        variants, args.mask_metrics, args.train_dir, args.analysis_dir, args.dense_metrics
+    )
     d = read_json(args.data_metrics)
     title = (
         f"{p.model.arch} (width {p.model.width}) on {p.data.name}, {p.prune.method} mask at "
@@ -36,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Data: {d['sizes']['train']} train / {d['sizes']['val']} val / {d['sizes']['test']} test images.",
         "Test accuracy is taken at the epoch of best validation accuracy; 'final' is the last epoch.",
         "Measured sparsity counts exact zeros of the trained weights over the prunable layers.",
+        *report.collapse_note(args.mask_metrics),
     ]
     report.write_results(df, args.md, args.csv, title, notes)
     curves = {v: pd.read_csv(args.curves_dir / f"{v}.csv") for v in variants}

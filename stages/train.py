@@ -9,11 +9,9 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from stages._common import PARAMS, build_model, relaunch, run_stage, runtime
-from tost import config, data, distributed
-from tost.io import save_tensors, write_json, write_text
+from stages._common import PARAMS, relaunch, run_stage, runtime
+from tost import config, data, distributed, models
+from tost.io import save_tensors, write_csv, write_json
 from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 from tost.sparsity.mask import Mask
@@ -31,10 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument(f"--{name}", type=Path, required=name != "resume")
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
-    if args.variant not in p.tricks.run:
-        raise config.ConfigError(
-            f"tricks.run: variant {args.variant!r} is not listed in {list(p.tricks.run)}"
-        )
+    variant = p.tricks.listed(args.variant)
     launch = distributed.from_env()
     nproc = p.train.nproc if launch is None else launch.local_world_size
     rt = runtime(p.train, nproc)
@@ -44,20 +39,19 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger().setLevel(logging.INFO if rt.rank == 0 else logging.WARNING)  # rank 0 reports
         seed_everything(p.seed)
         prepared = data.load_prepared(args.data)
-        model = build_model(p, prepared.shape, prepared.num_classes, args.init)
-        identity = run_identity(p, SECTIONS, [args.mask, args.init], extra={"variant": args.variant})
+        model = models.from_file(args.init, p.model, prepared.num_classes, prepared.shape)
+        identity = run_identity(p, SECTIONS, [args.mask, args.init], extra={"variant": variant})
         resume = ResumeDir(args.resume, identity) if args.resume else None
-        tricks = build_variant(args.variant, p.tricks.options)
+        tricks = build_variant(variant, p.tricks.options)
         trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, tricks, rt, p.seed,
-                          name=f"train[{args.variant}]")  # fmt: skip
+                          name=f"train[{variant}]")  # fmt: skip
         result = trainer.fit(resume)
-        if rt.rank > 0:
-            return None
-        state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-        save_tensors(args.ckpt, {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width,
-                                 "variant": args.variant, "state_dict": state})  # fmt: skip
-        write_json(args.metrics, {"variant": args.variant, **result.summary})
-        write_text(args.curve, pd.DataFrame(result.history).to_csv(index=False, float_format="%.6g"))
+        if rt.rank == 0:
+            state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+            meta = {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width}
+            save_tensors(args.ckpt, {**meta, "variant": variant, "state_dict": state})
+            write_json(args.metrics, {"variant": variant, **result.summary})
+            write_csv(args.curve, result.history)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metr
         if not isinstance(data.get(metric), int | float):
             return None
         accuracy[variant] = float(data[metric])
-    return Run(exp.name, params.prune.method, params.prune.sparsity, params.seed, accuracy)
+    empty = (exp.metrics.get("metrics/mask.json") or {}).get("empty_layers") or []
+    return Run(exp.name, params.prune.method, params.prune.sparsity, params.seed, accuracy, len(empty))
 
 
 def match(cells: Sequence[Cell], exps: Sequence[Experiment], variants: Sequence[str], metric: str) -> dict:

@@ -48,6 +48,7 @@ class Run:
     sparsity: float
     seed: int
     accuracy: dict[str, float]  # variant -> test accuracy (%)
+    empty_layers: int = 0  # layers the mask pruned empty (layer collapse), from metrics/mask.json
 
 
 def _std(values: Sequence[float]) -> float:
@@ -91,6 +92,7 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
                     "gain": gain,
                     "gain_std": gain_std,
                     "within_noise": noisy,
+                    "collapsed_seeds": sum(r.empty_layers > 0 for r in have),
                     "experiments": " ".join(r.experiment for r in have),
                 }
             )
@@ -107,6 +109,13 @@ def _cell(row: pd.Series, variant: str) -> str:
     return text
 
 
+def _label(rows: pd.DataFrame, method: str) -> str:
+    """The paper's label, with † k/n when the mask collapsed layers in k of the n seeds."""
+    label = LABELS.get(method, method)
+    collapsed, seeds = int(rows.collapsed_seeds.max()), int(rows.n_seeds.max())
+    return f"{label} † {collapsed}/{seeds}" if collapsed else label
+
+
 def to_markdown(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str], title: str) -> str:
     """One table per sparsity: rows in the paper's method order, a column per variant."""
     lines = [f"# {title}", ""]
@@ -118,14 +127,19 @@ def to_markdown(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str
         for method in [m for m in methods if m in set(part.method)]:
             rows = part[part.method == method].set_index("variant")
             cells = [_cell(rows.loc[v], v) if v in rows.index else "—" for v in variants]
-            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(rows, method)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
         "Cells: test accuracy (%) mean ± std over seeds (number of seeds), then the gain over `baseline`",
         "averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the paired gains",
         "(always, with one seed). Every cell's experiments are listed in the CSV (`experiments`).",
-        "",
     ]
+    if (df.collapsed_seeds > 0).any():
+        lines.append(
+            "† layer collapse: in k/n of the seeds the mask prunes whole layers empty; they are kept and "
+            "trained (metrics/mask.json `empty_layers`)."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

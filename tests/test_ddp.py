@@ -16,6 +16,7 @@ one progress line per epoch, the mask, no ghosts left.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -31,8 +32,10 @@ import yaml
 from stages import _common
 from stages import train as train_stage
 from stages._common import run_stage
+from tests.conftest import repo_params
 from tost import config, data, distributed
 from tost.data import Prepared, Split
+from tost.datasets.split import prepare
 from tost.errors import ConfigError, TrainingError
 from tost.io import load_tensors, save_tensors
 from tost.loader import DeviceLoader
@@ -58,7 +61,8 @@ def _params(raw: dict, nproc: int) -> dict:
 
 def _digits(seed: int) -> Prepared:
     """A few hundred of scikit-learn's digits."""
-    full = data.prepare("digits", Path("unused"), False, 0.2, 0.2, seed)
+    cfg = dataclasses.replace(config.parse(repo_params()).data, val_fraction=0.2)
+    full = prepare(cfg, seed)
 
     def head(s: Split, n: int) -> Split:
         return Split(s.x[:n].clone(), s.y[:n].clone())

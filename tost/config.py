@@ -35,6 +35,7 @@ class DataConfig:
     download: bool
     val_fraction: float
     test_fraction: float
+    train_subset: int
     crop_padding: int
     flip: bool
 
@@ -44,8 +45,10 @@ class DataConfig:
         for key in ("val_fraction", "test_fraction"):
             if not 0.0 < getattr(self, key) < 1.0:
                 raise ValueError(f"{key} must be in (0, 1), got {getattr(self, key)}")
-        if self.crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if self.crop_padding < 0 or self.train_subset < 0:
+            raise ValueError(
+                f"crop_padding and train_subset must be >= 0, got {self.crop_padding}, {self.train_subset}"
+            )
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DenseConfig:
+    """The dense network that magnitude-based methods prune and the report compares with."""
+
+    epochs: int
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     """How the mask is found; method-specific knobs live in the method's own sub-section."""
 
@@ -74,7 +88,7 @@ class PruneConfig:
     include_last: bool
     batches: int
     batch_size: int
-    pretrain_epochs: int
+    empty_layers: Literal["keep", "error"]
     path: str
 
     def __post_init__(self) -> None:
@@ -89,8 +103,6 @@ class PruneConfig:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.batches < 1 or self.batch_size < 1:
             raise ValueError("batches and batch_size must be >= 1")
-        if self.pretrain_epochs < 1:
-            raise ValueError(f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
         if self.method == "file" and not self.path:
             raise ValueError("path: prune.method=file needs prune.path (a mask or checkpoint file)")
 
@@ -169,6 +181,12 @@ class TricksConfig:
         if len(set(self.run)) != len(self.run):
             raise ValueError(f"run: variants listed twice: {list(self.run)}")
 
+    def listed(self, variant: str) -> str:
+        """`variant`, when `run` lists it: training another variant means the params do not match."""
+        if variant not in self.run:
+            raise ConfigError(f"tricks.run: variant {variant!r} is not listed in {list(self.run)}")
+        return variant
+
 
 @dataclass(frozen=True)
 class ReportConfig:
@@ -213,6 +231,7 @@ class Params:
     seed: int
     data: DataConfig
     model: ModelConfig
+    dense: DenseConfig
     prune: PruneConfig
     prune_options: Mapping[str, Any]
     train: TrainConfig
@@ -321,7 +340,7 @@ def parse(raw: Any) -> Params:
     """Validate a params mapping (already read from YAML) into `Params`."""
     if not isinstance(raw, Mapping):
         raise ConfigError("params.yaml: the top level must be a mapping of sections")
-    top = {"seed", "data", "model", "prune", "train", "tricks", "analysis", "report"}
+    top = {"seed", "data", "model", "dense", "prune", "train", "tricks", "analysis", "report"}
     if unknown := sorted(set(raw) - top):
         raise ConfigError(f"params.yaml: unknown key(s) {unknown}; expected {sorted(top)}")
     if missing := sorted(top - set(raw)):
@@ -341,6 +360,7 @@ def parse(raw: Any) -> Params:
         seed=coerce(raw["seed"], int, "seed"),
         data=build(DataConfig, raw["data"], "data"),
         model=build(ModelConfig, raw["model"], "model"),
+        dense=build(DenseConfig, raw["dense"], "dense"),
         prune=build(PruneConfig, prune_raw, "prune"),
         prune_options=_build_options(prune_opts, METHODS, "prune"),
         train=build(TrainConfig, raw["train"], "train"),
@@ -355,10 +375,15 @@ def parse(raw: Any) -> Params:
 def check_across_sections(p: Params) -> None:
     """Checks that need two sections at once, so that they fail before any work like the rest."""
     lt = p.prune_options.get("lt")
-    if lt is not None and lt.rewind_epoch > p.prune.pretrain_epochs:
+    if lt is not None and lt.rewind_epoch > p.dense.epochs:
         raise ConfigError(
             f"params.yaml: prune.lt.rewind_epoch={lt.rewind_epoch} is after the end of the dense "
-            f"training (prune.pretrain_epochs={p.prune.pretrain_epochs}); lower it"
+            f"training (dense.epochs={p.dense.epochs}); lower it"
+        )
+    if p.prune.method in ("gmp", "lt") and p.dense.epochs < 1:
+        raise ConfigError(
+            f"params.yaml: prune.method={p.prune.method} trains for dense.epochs per run, which is 0; "
+            "set dense.epochs >= 1"
         )
 
 

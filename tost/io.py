@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,19 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON atomically, keys in insertion order, so diffs of metrics stay readable."""
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of numbers as CSV, floats to 6 significant digits, columns in the first row's order.
+
+    Written with the standard library, so the train stage does not import pandas for its curves.
+    """
+    columns = list(rows[0]) if rows else []
+    lines = [",".join(columns)]
+    lines += [
+        ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in columns) for r in rows
+    ]
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -32,11 +32,25 @@ COLUMNS = {
 
 
 def results_table(
-    variants: Sequence[str], mask_metrics: Path, train_dir: Path, analysis_dir: Path
+    variants: Sequence[str],
+    mask_metrics: Path,
+    train_dir: Path,
+    analysis_dir: Path,
+    dense_metrics: Path | None = None,
 ) -> pd.DataFrame:
-    """One row per variant: accuracies, sparsity (requested and measured), time, dead activations."""
+    """One row per variant: accuracies, sparsity (requested and measured), time, dead activations.
+
+    With a trained dense network (`metrics/dense.json` with accuracies), its row comes first: the
+    reference a sparse result is compared with.
+    """
     mask = read_json(mask_metrics)
     rows: list[dict[str, Any]] = []
+    dense = read_json(dense_metrics) if dense_metrics is not None else {}
+    if "test_acc" in dense:
+        measured = {k: dense[k] for k in COLUMNS if k in dense}
+        rows.append(
+            {"variant": "dense", "method": "—", "requested_sparsity": 0.0, **measured, "sparsity": 0.0}
+        )
     for v in variants:
         m = read_json(train_dir / f"{v}.json")
         row = {"variant": v, "method": mask["method"], "requested_sparsity": mask["requested_sparsity"]}
@@ -46,6 +60,17 @@ def results_table(
             row["dead_fraction"] = read_json(a_path)["mean_zero_fraction"]
         rows.append(row)
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
+
+
+def collapse_note(mask_metrics: Path) -> list[str]:
+    """A line for the report when the mask emptied whole layers (layer collapse), else nothing."""
+    empty = read_json(mask_metrics).get("empty_layers") or []
+    if not empty:
+        return []
+    return [
+        f"Layer collapse: the mask empties {len(empty)} layer(s) ({', '.join(empty)}); they are kept and "
+        "trained, and the shortcuts around them carry the signal."
+    ]
 
 
 def _fmt(v: Any) -> str:

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,9 @@ from tost.loader import DeviceLoader, make_loaders
 from tost.resume import ResumeDir
 from tost.runtime import Runtime, rng_state, set_rng_state
 from tost.sparsity.mask import Enforcer, Mask, measured_stats
-from tost.tricks.base import Trick
+
+if TYPE_CHECKING:  # the loop calls the tricks' hooks; it needs no trick module to run
+    from tost.tricks.base import Trick
 
 log = logging.getLogger(__name__)
 

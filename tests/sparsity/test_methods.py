@@ -14,9 +14,10 @@ import yaml
 from torch import nn
 from torch.func import functional_call
 
-from tests.conftest import ROOT
+from tests.conftest import repo_params
 from tests.sparsity.test_methods_contract import find, make_ctx
-from tost import data
+from tost import config, data
+from tost.datasets.split import prepare
 from tost.errors import CheckpointError, MaskError, TostError
 from tost.io import load_tensors
 from tost.models import build
@@ -49,17 +50,30 @@ def _hand_gradient(net, names, batches):
     return dict(zip(names, torch.autograd.grad(loss, [weights[n] for n in names]), strict=True))
 
 
-# -- magnitude / gmp / lt ----------------------------------------------------------------------------
-def test_magnitude_keeps_exactly_the_largest_trained_weights():
-    ctx, results, starts = _recording_train(make_ctx(sparsity=0.7))
-    found = find("magnitude", ctx)
-    mask = found.mask
-    assert torch.equal(starts[0]["conv1.weight"], ctx.model.state_dict()["conv1.weight"])  # trained from init
-    trained = prunable(results[0].model)
+# -- magnitude / taylor / gmp / lt ------------------------------------------------------------------
+def test_magnitude_keeps_exactly_the_largest_weights_of_the_dense_network():
+    ctx = make_ctx(sparsity=0.7)
+    mask = find("magnitude", ctx).mask
+    trained = prunable(ctx.trained)
+    assert not torch.equal(trained["conv1.weight"], ctx.model.state_dict()["conv1.weight"])  # it trained
     kept = torch.cat([w.detach().abs()[mask.tensors[n]] for n, w in trained.items() if n in mask.tensors])
     pruned = torch.cat([w.detach().abs()[~mask.tensors[n]] for n, w in trained.items() if n in mask.tensors])
     assert kept.min() >= pruned.max()
-    assert "dense_test_acc" in found.info
+
+
+def test_taylor_scores_the_trained_network_and_is_snip_without_dense_training():
+    same = [find(m, make_ctx(dense_epochs=0)).mask for m in ("taylor", "snip")]
+    assert _same_mask(*same)  # at dense.epochs 0 the scored network is the init
+    trained = [find(m, make_ctx(dense_epochs=2)).mask for m in ("taylor", "snip")]
+    assert not _same_mask(*trained)  # TP is no second SNIP
+    assert _same_mask(trained[1], same[1])  # SNIP never looks at the dense network
+    ctx = make_ctx(dense_epochs=2)
+    scored = dataclasses.replace(ctx, model=ctx.trained)  # TP = the Taylor score of the trained network
+    assert _same_mask(trained[0], METHODS["snip"].find_mask(scored, None).mask)
+
+
+def _same_mask(a, b) -> bool:
+    return all(torch.equal(a.tensors[n], b.tensors[n]) for n in a.tensors)
 
 
 def test_gmp_cubic_schedule():
@@ -76,7 +90,7 @@ def test_gmp_cubic_schedule():
 
 
 def test_gmp_prunes_during_training_and_ends_exact():
-    ctx, results, _ = _recording_train(make_ctx(sparsity=0.75, pretrain_epochs=3))
+    ctx, results, _ = _recording_train(make_ctx(sparsity=0.75, dense_epochs=3))
     pruned = find("gmp", ctx)
     mask = pruned.mask
     total = mask.stats().total
@@ -93,19 +107,24 @@ def test_lt_rewinds_and_nests(rewind_epoch):
     ctx, results, starts = _recording_train(make_ctx(sparsity=0.8, rounds=3))
     pruned = METHODS["lt"].find_mask(ctx, lt.Options(rewind_epoch=rewind_epoch))
     mask = pruned.mask
-    assert len(results) == 3
     init = ctx.model.state_dict()
-    if rewind_epoch == 0:
-        assert pruned.rewind is None
+    if rewind_epoch == 0:  # round 1 is the dense stage's network: only rounds 2 and 3 train here
+        assert len(results) == 2 and pruned.rewind is None
         expected = init
-    else:  # the weights after one epoch of the dense run, as a separate one-epoch run gives them
+        assert pruned.info["lt_rounds"][0]["network"] == "dense stage"
+    else:  # round 1 trains again for its snapshot after one epoch, as a one-epoch run gives it
+        assert len(results) == 3
+        assert all(torch.equal(starts[0][k], init[k]) for k in init)  # the dense run starts at the init
+        assert all(
+            torch.equal(v, ctx.trained.state_dict()[k]) for k, v in results[0].model.state_dict().items()
+        )
         one = make_ctx()
-        dense = one.train(copy.deepcopy(one.model), Mask.ones(one.weights()), 1, "check")
+        dense_run = one.train(copy.deepcopy(one.model), Mask.ones(one.weights()), 1, "check")
         expected = pruned.rewind
-        assert all(torch.equal(v, dense.model.state_dict()[k]) for k, v in expected.items())
+        assert all(torch.equal(v, dense_run.model.state_dict()[k]) for k, v in expected.items())
         assert not torch.equal(expected["conv1.weight"], init["conv1.weight"])
-    assert all(torch.equal(starts[0][k], init[k]) for k in init)  # the dense run starts at the init
-    for start in starts[1:]:  # every later round starts from the rewind point
+        starts = starts[1:]
+    for start in starts:  # every later round starts from the rewind point
         assert all(torch.equal(start[k], expected[k]) for k in init)
     rounds = pruned.info["lt_rounds"]
     assert [r["sparsity"] for r in rounds] == sorted(r["sparsity"] for r in rounds)
@@ -115,23 +134,27 @@ def test_lt_rewinds_and_nests(rewind_epoch):
 
 def test_lt_rewind_after_the_dense_run_is_an_error():
     with pytest.raises(TostError, match="rewind_epoch"):
-        make_ctx(pretrain_epochs=1, **{"prune.lt.rewind_epoch": 2})
+        make_ctx(dense_epochs=1, **{"prune.lt.rewind_epoch": 2})
+
+
+@pytest.mark.parametrize("method", ["gmp", "lt"])
+def test_methods_that_train_need_dense_epochs(method):
+    with pytest.raises(TostError, match=rf"prune.method={method} trains .* set dense.epochs >= 1"):
+        make_ctx(dense_epochs=0, **{"prune.method": method})
 
 
 # -- gradient scorers ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("module", [taylor, snip])
-def test_taylor_and_snip_equal_hand_computed_scores(module):
+def test_taylor_score_equals_the_hand_computed_one_and_snip_uses_it():
     batches = _fixed_batches()
     ctx = dataclasses.replace(make_ctx(), batches=lambda: iter(batches))
     names = list(ctx.weights())
     g = _hand_gradient(copy.deepcopy(ctx.model), names, batches)
     expected = {n: (g[n] * ctx.weights()[n].detach()).abs() for n in names}
-    if module is snip:
-        total = sum(e.sum() for e in expected.values())
-        expected = {n: e / total for n, e in expected.items()}
-    got = module.score(ctx, copy.deepcopy(ctx.model), None)
+    got = taylor.score(ctx, copy.deepcopy(ctx.model), None)
     for n in names:
         torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-9)
+    assert snip.METHOD.score is taylor.score and snip.METHOD.network == "init"
+    assert taylor.METHOD.network == "trained"
 
 
 def _tiny_net(seed=0):
@@ -146,7 +169,7 @@ def test_grasp_score_is_w_times_hessian_gradient_product():
     net = _tiny_net().double()
     batches = [(x.double(), y) for x, y in _fixed_batches(3)]
     ctx = dataclasses.replace(
-        make_ctx(model=net, **{"prune.include_last": True}), batches=lambda: iter(batches)
+        make_ctx(model=net, dense_epochs=0, **{"prune.include_last": True}), batches=lambda: iter(batches)
     )
     t = 200.0
     weights = ctx.weights()
@@ -253,11 +276,11 @@ def test_file_errors_are_one_line(tmp_path):
         _import(ctx, tmp_path / "nope.pt")
 
 
-# -- the mask stage, for real, once per method -----------------------------------------------------------
+# -- the dense and mask stages, for real, once per method ---------------------------------------------------
 @pytest.fixture(scope="module")
 def stage_data(tmp_path_factory):
     """Digits, cut to 256 training images so that the dense runs take well under a second."""
-    full = data.prepare("digits", ROOT / "data/raw", False, 0.1, 0.2, 0)
+    full = prepare(config.parse(repo_params()).data, 0)
     cut = data.Split(full.train.x[:256], full.train.y[:256])
     small = data.Prepared(cut, full.val, full.test, full.num_classes, full.mean, full.std)
     out = tmp_path_factory.mktemp("data")
@@ -267,14 +290,14 @@ def stage_data(tmp_path_factory):
 
 @pytest.mark.parametrize("method", [*sorted(METHODS), "lt-rewind"])
 def test_mask_stage_runs_every_method(method, stage_data, tmp_path, monkeypatch):
+    from stages import dense as dense_stage
     from stages import mask as mask_stage
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = repo_params()
     raw["model"]["width"] = 4
     raw["train"].update(epochs=1, batch_size=128, device="cpu")
-    raw["prune"].update(
-        method=method.split("-")[0], pretrain_epochs=1, batches=2, batch_size=64, sparsity=0.5
-    )
+    raw["dense"]["epochs"] = 1
+    raw["prune"].update(method=method.split("-")[0], batches=2, batch_size=64, sparsity=0.5)
     raw["prune"]["synflow"]["iters"] = 5
     raw["prune"]["lt"]["rewind_epoch"] = int(method == "lt-rewind")
     if method == "file":
@@ -284,16 +307,18 @@ def test_mask_stage_runs_every_method(method, stage_data, tmp_path, monkeypatch)
         raw["prune"]["path"] = str(tmp_path / "given.pt")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
+    dense_stage.main(["--data", str(stage_data), "--out", "dense", "--metrics", "dense.json"])
+    assert json.loads(Path("dense.json").read_text())["epochs"] == 1
     out = {k: tmp_path / f"{k}.pt" for k in ("mask", "init")}
-    mask_stage.main(["--data", str(stage_data), "--mask", str(out["mask"]), "--init", str(out["init"]),
-                     "--metrics", str(tmp_path / "mask.json")])  # fmt: skip
+    mask_stage.main(["--data", str(stage_data), "--dense", "dense", "--mask", str(out["mask"]),
+                     "--init", str(out["init"]), "--metrics", str(tmp_path / "mask.json")])  # fmt: skip
     metrics = json.loads((tmp_path / "mask.json").read_text())
     _, meta = Mask.load(out["mask"])
     assert meta["method"] == method.split("-")[0]
+    assert metrics["empty_layers"] == [] and sum(metrics["kept_per_layer"].values()) == metrics["kept"]
     if method != "file":
         assert metrics["total"] - metrics["kept"] == round(0.5 * metrics["total"])
     init = load_tensors(out["init"])["state_dict"]
     torch.manual_seed(raw["seed"])
     fresh = build("resnet20", 10, (1, 8, 8), 4).state_dict()
     assert torch.equal(init["conv1.weight"], fresh["conv1.weight"]) == (method != "lt-rewind")
-    assert Path(tmp_path / "mask.json").stat().st_size > 0

@@ -6,13 +6,14 @@ a mask instead of finding one and has its own tests in test_methods.py).
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
 import torch
 
 from tests.conftest import params, tiny_net, tiny_prepared
-from tost import config
+from tost import config, dense
 from tost.prune import context
 from tost.runtime import Runtime
 from tost.sparsity import methods as methods_pkg
@@ -31,21 +32,37 @@ SPARSITY = 0.8
 
 
 def ctx_params(sparsity: float = SPARSITY, scope: str = "global", rounds: int = 1, seed: int = 0,
-                pretrain_epochs: int = 2, **changes) -> config.Params:  # fmt: skip
+               dense_epochs: int = 2, **changes) -> config.Params:  # fmt: skip
     """Small, fast settings: the mask stage's own params with tiny training and scoring batches."""
     return params(**{
         "seed": seed, "prune.sparsity": sparsity, "prune.scope": scope, "prune.rounds": rounds,
-        "prune.pretrain_epochs": pretrain_epochs, "prune.batches": 2, "prune.batch_size": 16,
+        "dense.epochs": dense_epochs, "prune.batches": 2, "prune.batch_size": 16,
         "train.batch_size": 32, "train.eval_batch_size": 64, "train.lr": 0.05, "train.device": "cpu",
         **changes,
     })  # fmt: skip
 
 
+_DENSE: dict[tuple, dict] = {}  # (seed, dense epochs, init seed) -> trained weights, trained once
+
+
 def make_ctx(init_seed: int = 0, model: torch.nn.Module | None = None, resume=None, **kw) -> PruneContext:
-    """A real context, as the mask stage builds it: resnet20 (width 4) on tiny synthetic data."""
+    """A real context, as the mask stage builds it: resnet20 (width 4) on tiny synthetic data, with the
+    dense network trained as the dense stage would (cached across tests with the same settings)."""
     changes = {k: kw.pop(k) for k in list(kw) if "." in k}
-    ctx = context(ctx_params(**kw, **changes), DATA, model or tiny_net(seed=init_seed), Runtime.cpu(), resume)
-    return ctx
+    p = ctx_params(**kw, **changes)
+    trained = None
+    if p.dense.epochs:
+        key = (p.seed, p.dense.epochs, init_seed) if model is None else None  # a given model: no cache
+        state = _DENSE.get(key) if key else None
+        if state is None:
+            net = model if model is not None else tiny_net(seed=init_seed)
+            state = dense.fit(p, DATA, copy.deepcopy(net), Runtime.cpu()).model.state_dict()
+            if key:
+                _DENSE[key] = state
+        trained = copy.deepcopy(model if model is not None else tiny_net(seed=init_seed))
+        trained.load_state_dict(state)
+    init = model if model is not None else tiny_net(seed=init_seed)
+    return context(p, DATA, init, Runtime.cpu(), resume, trained)
 
 
 def find(name: str, ctx: PruneContext) -> Pruned:

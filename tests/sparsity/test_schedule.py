@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from tost.errors import MaskError
 from tost.sparsity.mask import Mask
-from tost.sparsity.schedule import round_sparsities, select
+from tost.sparsity.schedule import empty_layer_error, round_sparsities, select
 
 
 def test_round_sparsities_are_geometric_and_end_at_target():
@@ -68,10 +70,12 @@ def test_previous_mask_makes_rounds_nested():
     assert not m1.is_subset_of(m2)
 
 
-def test_empty_layer_is_an_error_naming_the_layer():
+def test_a_layer_may_be_pruned_empty_and_the_strict_error_names_it():
     scores = {"big": torch.rand(1000) + 1.0, "small": torch.rand(4)}
-    with pytest.raises(MaskError, match="small"):
-        select(scores, 0.9, "global")
+    mask = select(scores, 0.9, "global")  # layer collapse is a result: tost.prune records it
+    assert not mask.tensors["small"].any() and mask.stats().kept == 100
+    err = empty_layer_error(["small"], {"big": 1000, "small": 4}, 0.9, "global")
+    assert isinstance(err, MaskError) and "layer small (4 weights) with no weight" in str(err)
 
 
 def test_nan_scores_are_refused():
@@ -90,7 +94,8 @@ def test_select_returns_bool_masks_with_score_shapes():
 
 def test_layerwise_error_gives_the_limit_and_the_limit_keeps_every_layer_alive():
     scores = {"big": torch.rand(1000), "small": torch.rand(4)}
-    with pytest.raises(MaskError, match=r"layer small \(4 weights\) with no weight; .* below 0\.8750") as err:
-        select(scores, 0.9, "layerwise")
-    assert "\n" not in str(err.value)
+    assert not select(scores, 0.9, "layerwise").tensors["small"].any()
+    err = str(empty_layer_error(["small"], {"big": 1000, "small": 4}, 0.9, "layerwise"))
+    assert re.search(r"layer small \(4 weights\) with no weight; .* below 0\.8750", err)
+    assert "\n" not in err
     assert int(select(scores, 0.8749, "layerwise").tensors["small"].sum()) == 1

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from stages import data as data_stage
+from stages import dense as dense_stage
 from stages import mask as mask_stage
 from stages._common import run_stage
 from tests.conftest import ROOT, set_key
@@ -28,11 +29,14 @@ def workdir(
     width: int = 8,
     mask: bool = True,
     train_images: int | None = None,
+    dense_epochs: int = 0,
 ) -> Path:
-    """A repo-like folder with params.yaml, the digits data (optionally fewer training images) and a mask."""
+    """A repo-like folder with params.yaml, the digits data (optionally fewer training images), the dense
+    stage's init and a mask."""
     raw_params["model"]["width"] = width
     # CPU even where a GPU is present: resumed runs are compared bit for bit, which cuDNN need not give.
     raw_params["train"].update(epochs=epochs, batch_size=32, device="cpu")
+    raw_params["dense"]["epochs"] = dense_epochs
     raw_params["tricks"]["run"] = ["baseline"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     monkeypatch.chdir(tmp_path)
@@ -41,15 +45,21 @@ def workdir(
         full = data.load_prepared(Path("artifacts/data"))
         cut = data.Split(full.train.x[:train_images], full.train.y[:train_images])
         data.save_prepared(dataclasses.replace(full, train=cut), Path("artifacts/data"))
+    dense_stage.main(dense_args())
     if mask:
         mask_stage.main(mask_args("artifacts"))
     return tmp_path
 
 
+def dense_args() -> list[str]:
+    """The dense stage's arguments, writing artifacts/dense and metrics/dense.json."""
+    return ["--data", "artifacts/data", "--out", "artifacts/dense", "--metrics", "metrics/dense.json"]
+
+
 def mask_args(run: str, resume: str | None = None) -> list[str]:
-    """The mask stage's arguments, writing mask.pt, init.pt and mask.json under `run`."""
-    args = ["--data", "artifacts/data", "--mask", f"{run}/mask.pt", "--init", f"{run}/init.pt",
-            "--metrics", f"{run}/mask.json"]  # fmt: skip
+    """The mask stage's arguments: artifacts/dense in; mask.pt, init.pt and mask.json under `run` out."""
+    args = ["--data", "artifacts/data", "--dense", "artifacts/dense", "--mask", f"{run}/mask.pt",
+            "--init", f"{run}/init.pt", "--metrics", f"{run}/mask.json"]  # fmt: skip
     return [*args, "--resume", resume] if resume else args
 
 

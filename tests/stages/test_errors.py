@@ -48,8 +48,13 @@ SUBPROCESS_CASES = {
         False, {"train.typo": 1}, None, ["stages.check", "--out", "x/params.ok"],
         r"^error: params\.yaml: train: unknown key\(s\) \['typo'\]",
     ),
-    "empty-layer": (
+    "cut-network": (
         False, {"prune.sparsity": 0.999}, None, ["stages.mask", *mask_args("x")],
+        r"^error: random at sparsity 0\.999 leaves no path from input to output: layer \S+ has no weight",
+    ),
+    "empty-layer-strict": (
+        False, {"prune.sparsity": 0.999, "prune.empty_layers": "error"}, None,
+        ["stages.mask", *mask_args("x")],
         r"^error: sparsity 0\.9990 \(global\) would leave layer \S+ \(\d+ weights\).* with no weight; lower",
     ),
     "truncated-mask": (

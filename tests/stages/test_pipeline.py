@@ -44,7 +44,7 @@ def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
 def tiny_params(raw: dict) -> dict:
     raw["model"]["width"] = 4
     raw["train"].update(epochs=2, batch_size=128)
-    raw["prune"]["pretrain_epochs"] = 1
+    raw["dense"]["epochs"] = 1
     raw["prune"]["sparsity"] = 0.9
     raw["analysis"]["batches"] = 1
     raw["tricks"]["run"] = ["baseline", "tost"]  # every trick still runs, inside tost
@@ -88,6 +88,8 @@ def test_repro_builds_the_result_table(repo):
         assert m["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert (repo / "metrics" / "plots" / "accuracy.png").stat().st_size > 1000
     assert (repo / "artifacts" / "mask.pt").is_file()
+    assert "| dense | — |" in table  # the dense reference row
+    assert json.loads((repo / "metrics" / "dense.json").read_text())["epochs"] == 1
 
 
 def test_mask_sparsity_matches_request_within_one_weight_per_layer(repo):
@@ -120,6 +122,56 @@ def test_changing_sparsity_reruns_mask_and_after_but_not_data(repo):
     finally:
         run(repo, "git", "checkout", "--", ".")
         run(repo, "dvc", "checkout", "-q", check=False)
+
+
+def _status(repo: Path) -> set[str]:
+    """Stages `dvc status` reports as changed."""
+    out = json.loads(run(repo, "dvc", "status", "--json").stdout or "{}")
+    return {name.split(":")[-1] for name in out}
+
+
+@pytest.mark.parametrize(("key", "value", "stale"), [
+    ("train.epochs", 3, {"train@baseline", "train@tost"}),  # the mask and the dense network do not read it
+    ("train.nproc", 2, {"train@baseline", "train@tost"}),
+    ("train.lr", 0.05, {"dense", "mask", "train@baseline", "train@tost"}),
+    ("prune.sparsity", 0.8, {"mask"}),  # the dense network does not depend on prune
+    ("dense.epochs", 2, {"dense", "mask"}),
+])  # fmt: skip
+def test_params_deps_are_the_keys_each_stage_reads(repo, key, value, stale):
+    text = (repo / "params.yaml").read_text()
+    raw = yaml.safe_load(text)
+    section, name = key.split(".")
+    raw[section][name] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        changed = _status(repo)
+    finally:
+        (repo / "params.yaml").write_text(text)
+    assert {s for s in changed if s in {"dense", "mask"} or s.startswith("train@")} == stale
+
+
+def _clean(repo: Path) -> None:
+    """Back to the committed params and outputs (`exp run` leaves its own in the workspace)."""
+    run(repo, "git", "checkout", "--", ".")
+    run(repo, "dvc", "checkout", "-q", check=False)
+
+
+def test_the_dense_network_is_trained_once_for_every_sparsity(repo):
+    _clean(repo)
+    out = run(repo, "dvc", "exp", "run", "-n", "sp70", "-S", "prune.sparsity=0.7").stdout
+    assert "Running stage 'mask'" in out and "Running stage 'dense'" not in out
+    # Another seed trains its own dense network once; a later experiment of that seed at another
+    # sparsity, started from the committed workspace, gets it from DVC's run-cache instead.
+    _clean(repo)
+    first = run(repo, "dvc", "exp", "run", "-n", "seed1", "-S", "seed=1").stdout
+    assert "Running stage 'dense'" in first
+    _clean(repo)
+    again = run(
+        repo, "dvc", "exp", "run", "-n", "seed1-sp70", "-S", "seed=1", "-S", "prune.sparsity=0.7"
+    ).stdout
+    assert "Stage 'dense' is cached - skipping run" in again
+    assert "Running stage 'dense'" not in again and "Running stage 'mask'" in again
+    _clean(repo)
 
 
 def test_exp_run_with_a_set_param_and_exp_show(repo):

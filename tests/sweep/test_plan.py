@@ -150,3 +150,12 @@ def test_paper_preset_is_the_original_setting(raw_params):
         plan.override(plan.override(raw_params, plan.flatten(paper), "p"), plan.flatten(quick), "q")
     )
     assert both.data.name == "digits" and both.train.epochs < 20
+
+
+def test_a_run_carries_the_number_of_empty_layers_of_its_mask(raw_params):
+    variants = list(raw_params["tricks"]["run"])
+    cell = plan.plan(raw_params)[0]
+    metrics = {**metrics_for(variants, 80.0), "metrics/mask.json": {"empty_layers": ["a.weight", "b.weight"]}}
+    (exp,) = dvc.parse_exp_show(exp_show([{"name": "e", "params": cell.params, "metrics": metrics}]))
+    run = plan.as_run(exp, config.parse(exp.params), variants, "test_acc")
+    assert run.empty_layers == 2

@@ -79,3 +79,15 @@ def test_plots_are_written(tmp_path):
 def test_rows_follow_the_table_order():
     df = aggregate(runs_two_seeds(), ["baseline", "tost"], ["snip", "random"])
     assert list(dict.fromkeys(df.method)) == ["snip", "random"]
+
+
+def test_collapsed_masks_are_flagged_with_the_seeds_they_hit():
+    runs = [*runs_two_seeds(), Run("s1", "snip", 0.9, 1, {"baseline": 70.0, "tost": 72.0}, empty_layers=3)]
+    df = aggregate(runs, ["baseline", "tost"], ["random", "snip"])
+    assert (
+        row(df, "snip", "tost")["collapsed_seeds"] == 1 and row(df, "random", "tost")["collapsed_seeds"] == 0
+    )
+    md = to_markdown(df, ["baseline", "tost"], ["random", "snip"], "t")
+    assert "| SNIP † 1/2 |" in md and "| RP |" in md
+    assert "† layer collapse" in md
+    assert "†" not in to_markdown(aggregate(runs_two_seeds(), ["baseline"]), ["baseline"], ["random"], "t")

@@ -41,6 +41,15 @@ def test_scale_adam_first_step_moves_each_scale_by_lr():
     assert float(opt.alpha[0]) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_scale_adam_keeps_float64_runs_in_float64():
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    opt = lrsi.ScaleAdam([p], [0.01], lr=0.1, clip=1.0)
+    opt.step([torch.tensor([1.0, 1.0], dtype=torch.float64)], constraint=False)
+    assert opt.alpha.dtype == opt.n0.dtype == torch.float64
+    assert float(p.detach().norm()) == pytest.approx(5.0 * float(opt.alpha[0]), rel=1e-15, abs=0)
+    assert abs(float(opt.alpha[0]) - 0.9) < 1e-7  # (1 - 0.1 · m̂ / (√v̂ + eps)) in float64, not float32's 1e-8
+
+
 def test_lrsi_scales_are_bounded_and_the_mask_and_bn_stats_hold():
     net, fixed = tiny_net(), batches()
     mask = masked(net)

@@ -6,14 +6,19 @@ nonlinearity site, so tricks and the activation analysis can find each site by w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from tost.errors import CheckpointError
+from tost.io import load_tensors
 from tost.models import resnet_cifar, vgg
 from tost.models.resnet_cifar import ActFactory
+
+if TYPE_CHECKING:  # config imports this registry for its names
+    from tost.config import ModelConfig
 
 Constructor = Callable[[int, int, int, int, ActFactory], nn.Module]
 
@@ -56,3 +61,15 @@ def load_weights(model: nn.Module, obj: Any, source: str, described: str) -> Non
             "was it made with other model settings?"
         )
     model.load_state_dict(state)
+
+
+def from_file(
+    path: str | os.PathLike[str], cfg: ModelConfig, num_classes: int, shape: tuple[int, int, int]
+) -> nn.Module:
+    """The configured model with the weights of an init or checkpoint file.
+
+    A file made for another model is refused in one line (`load_weights`).
+    """
+    model = build(cfg.arch, num_classes, shape, cfg.width)
+    load_weights(model, load_tensors(path), str(path), f"model.arch={cfg.arch} width={cfg.width}")
+    return model

@@ -4,8 +4,10 @@ All functions here are pure (no model, no RNG), so the counting rules are tested
 - the number pruned is round(sparsity × count), globally or per layer, so the measured sparsity is
   the requested one to within one weight (per layer for layerwise scope);
 - ties are broken by position (a stable sort), so a mask is bit-identical across runs;
-- weights pruned in an earlier round score -inf, so every round's mask is a subset of the last;
-- no layer may end with every weight pruned: that is an error naming the layer, never patched over.
+- weights pruned in an earlier round score -inf, so every round's mask is a subset of the last.
+
+A layer may end with every weight pruned (layer collapse): `tost.sparsity.collapse` records it, and
+`empty_layer_error` words the refusal for users who ask for the strict rule (`prune.empty_layers`).
 """
 
 from __future__ import annotations
@@ -66,14 +68,11 @@ def select(
         for n, s in flat.items():
             keep[n] = kept[offset : offset + s.numel()]
             offset += s.numel()
-    empty = [n for n, k in keep.items() if not bool(k.any())]
-    if empty:
-        raise MaskError(_empty_layer(empty, {n: s.numel() for n, s in flat.items()}, sparsity, scope))
     return Mask({n: k.reshape(shapes[n]) for n, k in keep.items()})
 
 
-def _empty_layer(empty: list[str], sizes: Mapping[str, int], sparsity: float, scope: str) -> str:
-    """The rule: no layer may lose every weight (its output would be constant); name it and the fix.
+def empty_layer_error(empty: list[str], sizes: Mapping[str, int], sparsity: float, scope: str) -> MaskError:
+    """The strict rule: no layer may lose every weight (its output would be constant); name it and the fix.
 
     Layerwise, a layer of n weights keeps n - round(s·n), at least one while s < (n - 1/2)/n, so the
     smallest layer sets the limit; globally the scores decide, and layerwise scope is offered as the
@@ -86,7 +85,7 @@ def _empty_layer(empty: list[str], sizes: Mapping[str, int], sparsity: float, sc
     else:
         fix = "lower prune.sparsity" + (" or use prune.scope=layerwise" if sparsity < limit else "")
     more = f" and {len(empty) - 1} other layer(s)" if len(empty) > 1 else ""
-    return (
+    return MaskError(
         f"sparsity {sparsity:.4f} ({scope}) would leave layer {empty[0]} ({sizes[empty[0]]} weights){more} "
-        f"with no weight; {fix}"
+        f"with no weight; {fix} (or set prune.empty_layers=keep to train it anyway)"
     )

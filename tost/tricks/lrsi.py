@@ -76,9 +76,11 @@ class ScaleAdam:
 
     def __init__(self, params: list[Tensor], floors: list[float], lr: float, clip: float) -> None:
         self.params, self.lr, self.clip = params, lr, clip
+        # float32 at least (bf16 weights), float64 in float64 runs: the scales are as precise as the net
+        self.dtype = torch.promote_types(params[0].dtype, torch.float32)
         with torch.no_grad():
-            self.n0 = torch.stack([p.detach().float().norm() for p in params])
-        self.floor = torch.tensor(floors, device=self.n0.device)
+            self.n0 = torch.stack([p.detach().to(self.dtype).norm() for p in params])
+        self.floor = torch.tensor(floors, device=self.n0.device, dtype=self.dtype)
         self.alpha = torch.ones_like(self.n0)
         self.m = {True: torch.zeros_like(self.n0), False: torch.zeros_like(self.n0)}
         self.v = torch.zeros_like(self.n0)
@@ -86,9 +88,11 @@ class ScaleAdam:
 
     @torch.no_grad()
     def step(self, grads: list[Tensor], constraint: bool) -> None:
-        norms = torch.stack([p.float().norm() for p in self.params])
+        norms = torch.stack([p.to(self.dtype).norm() for p in self.params])
         live = (self.n0 > 0) & (norms > 0)
-        dots = torch.stack([(g.float() * p.float()).sum() for g, p in zip(grads, self.params, strict=True)])
+        dots = torch.stack(
+            [(g.to(self.dtype) * p.to(self.dtype)).sum() for g, p in zip(grads, self.params, strict=True)]
+        )
         g = dots * self.n0 / norms.clamp_min(1e-30)  # dL/dα by the chain rule through p = α·n0·p/‖p‖
         if self.clip > 0:
             g = g.clamp(-self.clip, self.clip)

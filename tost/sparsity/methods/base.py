@@ -1,10 +1,12 @@
 """What every pruning method gets (`PruneContext`) and the shared machinery of score-only methods.
 
-A score-only method (`Scored`) supplies one function, scores = f(ctx, opts); `Scored.find_mask`
-does the rest, identically for every method: the rounds of the geometric schedule, each round
-scoring the network with the previous mask applied, global or layerwise exact top-k selection, and
-nesting. Methods with their own schedule (magnitude, gmp, lt train; synflow iterates; file reads a
-file) are a `Finder`: one `find(ctx, opts) -> Mask` function.
+A score-only method (`Scored`) supplies one function, scores = f(ctx, net, opts), and says which
+network it scores: the initialisation (SNIP, GraSP, random) or the dense network after `dense.epochs`
+of training (magnitude, Taylor). `Scored.find_mask` does the rest, identically for every method: the
+rounds of the geometric schedule, each round scoring that network with the previous mask applied,
+global or layerwise exact top-k selection, and nesting. Methods with their own schedule (gmp and lt
+train; synflow iterates; file reads a file) are a `Finder`: one `find(ctx, opts) -> Pruned` function.
+Every mask is trained from the initialisation (or lt's rewind point), whichever network it scored.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import copy
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -51,17 +53,19 @@ class TrainFn(Protocol):
 class PruneContext:
     """Everything a method may read; methods return what they produce (`Pruned`) and change nothing here.
 
-    `model` holds the initial weights and is never modified by a method (they work on copies);
-    `batches()` yields normalised training batches on the device; `generator` is the only source of
-    randomness a method may use, so masks are reproducible.
+    `model` holds the initial weights and `trained` the dense network after `dense_epochs` of
+    training (the init itself at 0); methods never modify either (they work on copies). `batches()`
+    yields normalised training batches on the device; `generator` is the only source of randomness a
+    method may use, so masks are reproducible.
     """
 
     prune: PruneConfig
     model: nn.Module
+    trained: nn.Module
     batches: Callable[[], Iterator[Batch]]
     generator: torch.Generator
     train: TrainFn
-    pretrain_epochs: int
+    dense_epochs: int
     input_shape: tuple[int, int, int]  # (C, H, W) of an image: data-free methods (synflow) need it
     # Where a method that runs in rounds (lt) keeps its finished rounds, so that a killed mask stage
     # does not redo them; None: no resume. Training itself resumes through `train` (per run name).
@@ -111,15 +115,18 @@ ScoreFn = Callable[[PruneContext, nn.Module, Any], Scores]
 
 @dataclass(frozen=True)
 class Scored:
-    """A method defined by a score (higher = keep), run for `ctx.rounds` nested rounds."""
+    """A method defined by a score (higher = keep) of the init or of the trained dense network."""
 
     score: ScoreFn
     options: type | None = None
+    network: Literal["init", "trained"] = "init"
 
     def find_mask(self, ctx: PruneContext, opts: Any) -> Pruned:
+        """`ctx.rounds` nested rounds, each scoring a copy of the network with the last mask applied."""
         mask: Mask | None = None
+        scored = ctx.trained if self.network == "trained" else ctx.model
         for r, s in enumerate(round_sparsities(ctx.sparsity, ctx.rounds)):
-            net = copy.deepcopy(ctx.model)
+            net = copy.deepcopy(scored)
             if mask is not None:
                 mask.apply_(ctx.weights(net))
             scores = self.score(ctx, net, opts)

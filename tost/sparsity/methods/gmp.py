@@ -2,27 +2,30 @@
 
 ToST lists GMP among its masks but the original code has no implementation, so this follows Zhu &
 Gupta's cubic schedule s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t1 - t0))^3 with s_i = 0, applied at
-the end of every epoch t of the `prune.pretrain_epochs` dense run from t0 = start·E to t1 = end·E
+the end of every epoch t of its own dense run of `dense.epochs` epochs from t0 = start·E to t1 = end·E
 (`prune.gmp`). Each step prunes by |w| under the previous mask (masks nest) through
 `Trainer.set_mask`, so pruned weights stay exactly 0 for the rest of the run. The last epoch always
 lies at or after t1, so the final mask has exactly `prune.sparsity`. As for OMP, the train stage
 trains this mask from the original init. GMP's schedule is its own iteration: `prune.rounds` is ignored.
+It cannot share the `dense` stage's network, because it prunes while that network trains.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 from tost.schedules import Window
+from tost.sparsity.mask import Mask
 from tost.sparsity.methods.base import Finder, PruneContext, Pruned
-from tost.sparsity.methods.magnitude import accuracy, magnitudes, train_dense
+from tost.sparsity.methods.magnitude import magnitudes
 from tost.sparsity.schedule import select
 
 
 @dataclass(frozen=True)
 class Options:
-    """When the cubic ramp starts and ends, as fractions of `prune.pretrain_epochs`."""
+    """When the cubic ramp starts and ends, as fractions of `dense.epochs`."""
 
     start: float
     end: float
@@ -39,7 +42,7 @@ def cubic_sparsity(t: float, t0: float, t1: float, final: float, initial: float 
 
 def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
     """Train dense, pruning by |w| at the end of each epoch of the ramp; the last mask is the result."""
-    epochs = ctx.pretrain_epochs
+    epochs = ctx.dense_epochs
     t0, t1 = opts.start * epochs, opts.end * epochs
 
     # All state lives in the trainer (its mask, `extra`), so that it is in the per-epoch resume file
@@ -52,8 +55,13 @@ def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
         trainer.set_mask(mask)
         trainer.extra["schedule"] = [*trainer.extra.get("schedule", []), mask.stats().sparsity]
 
-    result = train_dense(ctx, "gmp", on_epoch_end=prune)
-    info = accuracy(result.summary, "gmp")  # the gradually pruned network, before the rewind
+    net = copy.deepcopy(ctx.model)
+    result = ctx.train(net, Mask.ones(ctx.weights(net)), epochs, "gmp", prune)
+    # the accuracy of the gradually pruned network, before the rewind to the init
+    info = {
+        "gmp_test_acc": result.summary["test_acc"],
+        "gmp_final_test_acc": result.summary["final_test_acc"],
+    }
     info["gmp_sparsity_per_epoch"] = list(result.extra.get("schedule", []))
     return Pruned(result.mask, info)
 

@@ -1,18 +1,19 @@
 """Lottery tickets by iterative magnitude pruning (IMP; Frankle & Carbin 2019, with rewinding).
 
-`prune.rounds` rounds of: train `prune.pretrain_epochs` epochs under the current mask → prune by |w|
-so that the sparsity after round r is 1 - (1-s)^(r/R) (nested, exact; global or layerwise) → rewind
-the surviving weights. Round 1 is the dense training. Rewinding goes to the initialisation
-(`prune.lt.rewind_epoch: 0`) or to the weights after K epochs of the first, dense training; in that
-case they are returned as `Pruned.rewind`, which the mask stage saves as init.pt so that the
-sparse training starts from them too. ToST (Jaiswal et al., ICML 2022) evaluates such tickets as one
-of its masks.
+`prune.rounds` rounds of: train `dense.epochs` epochs under the current mask → prune by |w| so that
+the sparsity after round r is 1 - (1-s)^(r/R) (nested, exact; global or layerwise) → rewind the
+surviving weights. Round 1 is the dense training, which is the `dense` stage's network itself unless
+the rewind point lies inside it: rewinding goes to the initialisation (`prune.lt.rewind_epoch: 0`)
+or to the weights after K epochs of the first, dense training, which round 1 then trains again to
+take that snapshot. Those weights are returned as `Pruned.rewind`, which the mask stage saves as
+init.pt so that the sparse training starts from them too. ToST (Jaiswal et al., ICML 2022) evaluates
+such tickets as one of its masks.
 
 Differences from the original LTH script: SGD and the train stage's loop instead of Adam; a
 geometric per-round rate that ends exactly at `prune.sparsity` instead of a fixed 20 % (or 10 %) of
 what remains; BatchNorm γ and biases are never pruned; no gradient "freezing" (the script's
-`w < 1e-6` test also froze every negative weight). Every round trains the full `pretrain_epochs`,
-also after a rewind to epoch K (open_lth would train the remaining epochs only).
+`w < 1e-6` test also froze every negative weight). Every round trains the full `dense.epochs`, also
+after a rewind to epoch K (open_lth would train the remaining epochs only).
 
 With `ctx.resume` (the mask stage's `--resume` folder), every finished round is saved there, and
 each round's training resumes after its last finished epoch: a killed run repeats neither.
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from tost.sparsity.mask import Mask
 from tost.sparsity.methods.base import Finder, PruneContext, Pruned
-from tost.sparsity.methods.magnitude import accuracy, magnitudes
+from tost.sparsity.methods.magnitude import magnitudes
 from tost.sparsity.schedule import round_sparsities, select
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _state(model: Any) -> dict[str, Tensor]:
 def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
     """Train, prune, rewind for `prune.rounds` rounds; rounds nest and end at `prune.sparsity`.
 
-    `rewind_epoch` ≤ the dense epochs is checked by the config.
+    `rewind_epoch` ≤ `dense.epochs` is checked by the config.
     """
 
     def snapshot(trainer: Any) -> None:  # kept in trainer.extra, so it survives a resume of round 1
@@ -64,32 +65,37 @@ def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
     mask = Mask.ones(ctx.weights())
     rewind: dict[str, Tensor] | None = None
     history: list[dict[str, Any]] = []
-    dense: dict[str, float] = {}  # the accuracy of round 1, the dense network
     done = ctx.resume.load(ROUNDS) if ctx.resume is not None else None
     if done is not None:  # a killed run: its finished rounds are not trained again
         mask, rewind, history = Mask(done["mask"]), done["rewind"], list(done["history"])
-        dense = dict(done["info"])
         log.info("lt: rounds 1-%d of %d already done (%s)", done["round"], ctx.rounds, ctx.resume.root)
     for r, s in enumerate(round_sparsities(ctx.sparsity, ctx.rounds)):
         if r < len(history):
             continue
-        net = copy.deepcopy(ctx.model)
-        if rewind is not None:
-            net.load_state_dict(rewind)
-        hook = snapshot if r == 0 and opts.rewind_epoch > 0 else None
-        result = ctx.train(net, mask, ctx.pretrain_epochs, f"lt[round {r + 1}/{ctx.rounds}]", hook)
-        if r == 0:
-            dense = accuracy(result.summary, "dense")
-            rewind = result.extra.get("rewind")
-        history.append(
-            {"round": r + 1, "sparsity": mask.stats().sparsity, **accuracy(result.summary, "round")}
-        )
-        mask = select(magnitudes(ctx, result.model), s, ctx.scope, previous=mask)
+        row: dict[str, Any] = {"round": r + 1, "sparsity": mask.stats().sparsity}
+        if r == 0 and opts.rewind_epoch == 0:  # the dense stage trained exactly this network already
+            trained, row["network"] = ctx.trained, "dense stage"
+        else:
+            net = copy.deepcopy(ctx.model)
+            if rewind is not None:
+                net.load_state_dict(rewind)
+            hook = snapshot if r == 0 else None
+            result = ctx.train(net, mask, ctx.dense_epochs, f"lt[round {r + 1}/{ctx.rounds}]", hook)
+            trained = result.model
+            row.update(
+                round_test_acc=result.summary["test_acc"],
+                round_final_test_acc=result.summary["final_test_acc"],
+            )
+            if r == 0:
+                rewind = result.extra.get("rewind")
+        history.append(row)
+        mask = select(magnitudes(ctx, trained), s, ctx.scope, previous=mask)
         if ctx.resume is not None:
-            state = {"round": r + 1, "mask": mask.tensors, "rewind": rewind, "history": history}
-            ctx.resume.save(ROUNDS, {**state, "info": dense})
-    # lt_rounds: the sparsity each round trained at, and its test accuracy
-    return Pruned(mask, {**dense, "lt_rounds": history}, rewind=rewind)
+            ctx.resume.save(
+                ROUNDS, {"round": r + 1, "mask": mask.tensors, "rewind": rewind, "history": history}
+            )
+    # lt_rounds: the sparsity each round trained at, and its test accuracy (round 1: see dense.json)
+    return Pruned(mask, {"lt_rounds": history}, rewind=rewind)
 
 
 METHOD = Finder(find=find_mask, options=Options)

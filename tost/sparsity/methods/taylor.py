@@ -1,8 +1,13 @@
-"""Taylor pruning (TP): keep the weights whose removal changes the loss most, to first order, at init.
+"""Taylor pruning (TP): keep the weights whose removal changes the loss of the trained network least.
 
-|w ⊙ Σ_b ∇_w L_b| over `prune.batches` training batches, as the original scorer library's
-`Taylor1ScorerAbs` (ToST, Jaiswal et al., ICML 2022, Table 1). Differences from upstream: gradients are
-zeroed first (upstream lets stale `.grad` leak in) and the batch count is a parameter.
+First-order Taylor pruning (Molchanov et al., CVPR 2019) estimates the loss change of removing w as
+|w ⊙ ∂L/∂w| on a *trained* network. Here that network is the `dense` stage's (`dense.epochs` of dense
+training); the score is |w ⊙ Σ_b ∇_w L_b| over `prune.batches` training batches, the mask is trained
+from the initialisation. At `dense.epochs: 0` the scored network is the init and TP is SNIP exactly.
+
+Differences from upstream: the original scorer library's `Taylor1ScorerAbs` (ToST, Jaiswal et al.,
+ICML 2022, Table 1) scored the initialisation, which made its TP masks SNIP's; gradients are zeroed
+first (upstream lets stale `.grad` leak in) and the batch count is a parameter.
 """
 
 from __future__ import annotations
@@ -41,4 +46,4 @@ def score(ctx: PruneContext, net: nn.Module, opts: Any) -> Scores:
     return {n: (w.detach() * grads[n]).abs() for n, w in weights.items()}
 
 
-METHOD = Scored(score=score)
+METHOD = Scored(score=score, network="trained")

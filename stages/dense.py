@@ -1,0 +1,48 @@
+"""DVC stage `dense`: the initialisation (init.pt) and, for `dense.epochs` > 0, that network trained dense.
+
+Its params leave out `prune`, so DVC's run-cache gives every sparsity, method and queued experiment
+with the same seed, data, model and train settings the cached network instead of training it again.
+"""
+
+import argparse
+from pathlib import Path
+
+from stages._common import PARAMS, run_stage, runtime
+from tost import config, data, dense
+from tost.io import save_tensors, write_json
+from tost.resume import ResumeDir, run_identity
+from tost.sparsity.mask import measured_stats, prunable
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    for name in ("data", "out", "metrics"):
+        ap.add_argument(f"--{name}", type=Path, required=True)
+    ap.add_argument("--resume", type=Path, help="folder for the resume file (kept outside DVC's outs)")
+    args = ap.parse_args(argv)
+    p = config.load(PARAMS)
+    rt = runtime(p.train)
+    prepared = data.load_prepared(args.data)
+    model = dense.initial(p, prepared)
+    meta = {"arch": p.model.arch, "width": p.model.width}
+    save_tensors(
+        args.out / "init.pt", {"format": "tost-init/1", **meta, "state_dict": dense.cpu_state(model)}
+    )
+    trained = args.out / "trained.pt"
+    metrics = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
+    if p.dense.epochs == 0:
+        trained.unlink(missing_ok=True)  # no dense network: the methods prune the initialisation
+    else:
+        inputs = sorted(f for f in args.data.iterdir() if f.is_file())
+        identity = run_identity(p, dense.SECTIONS, inputs, exclude=dense.NOT_READ)
+        result = dense.fit(p, prepared, model, rt, ResumeDir(args.resume, identity) if args.resume else None)
+        state = dense.cpu_state(result.model)
+        save_tensors(
+            trained, {"format": "tost-checkpoint/1", **meta, "variant": "dense", "state_dict": state}
+        )
+        metrics.update(result.summary)
+    write_json(args.metrics, metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

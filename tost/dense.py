@@ -1,0 +1,46 @@
+"""The dense network: built once from the seed, trained once, shared by every method that prunes it.
+
+OMP (`magnitude`), Taylor (`taylor`), the first round of lottery tickets (`lt`) and the dense
+reference row of the report all need the same thing: the seeded initialisation trained without a
+mask for `dense.epochs` with the `train` settings. The `dense` stage computes it once; its params
+leave out `prune` (and `train.epochs`, `train.nproc`), so DVC's run-cache hands the cached network to
+every experiment that shares them, across sparsities, methods and queued experiments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import Tensor, nn
+
+from tost import models
+from tost.config import Params
+from tost.data import Prepared
+from tost.resume import ResumeDir
+from tost.runtime import Runtime, seed_everything
+from tost.sparsity.mask import Mask, prunable
+from tost.train import FitResult, Trainer
+
+# The params a dense network depends on, as `run_identity` sections and dotted exclusions.
+SECTIONS = ("seed", "data", "model", "dense", "train")
+NOT_READ = ("train.epochs", "train.nproc")
+
+
+def initial(p: Params, prepared: Prepared) -> nn.Module:
+    """The seeded initialisation: the same seed always builds the same weights."""
+    seed_everything(p.seed)
+    return models.build(p.model.arch, prepared.num_classes, prepared.shape, p.model.width)
+
+
+def fit(
+    p: Params, prepared: Prepared, model: nn.Module, rt: Runtime, resume: ResumeDir | None = None
+) -> FitResult:
+    """Train `model` without a mask for `dense.epochs` epochs with the train stage's loop and settings."""
+    cfg = dataclasses.replace(p.train, epochs=p.dense.epochs)
+    trainer = Trainer(model, Mask.ones(prunable(model)), prepared, p.data, cfg, [], rt, p.seed, "dense")
+    return trainer.fit(resume)
+
+
+def cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    """A detached CPU copy of the state dict: what init and checkpoint files hold."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
