@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro table test lint format pytest clean-venv
+.PHONY: venv repro table fashion test lint format pytest clean-venv
 
 venv: $(STAMP)
 
@@ -30,6 +30,18 @@ repro: venv
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)
 table: venv
 	$(BIN)/python -m sweep $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) $(TABLE_ARGS)
+
+## make fashion: install Fashion-MNIST (Debian's dataset-fashion-mnist, 31 MB) when it is missing,
+##   then print the command that trains one experiment of the fashion preset on it
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+fashion: venv
+	@if [ -f $(FASHION) ]; then echo "Fashion-MNIST: $(dir $(FASHION)) (installed)"; else \
+		$(SUDO) apt-get install -y dataset-fashion-mnist || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; } || \
+		{ echo "error: could not install dataset-fashion-mnist; put the four .gz files in data/raw instead"; exit 1; }; fi
+	@echo "one experiment (CPU sizes): dvc exp run $$($(BIN)/python -m sweep --preset fashion --preset fashion-cpu --set-args)"
+	@echo "the table:                  make table PRESET=\"fashion fashion-cpu\"   (on a GPU: PRESET=fashion)"
 
 ## make test: set up .venv, lint, run the test suite
 test: venv lint pytest

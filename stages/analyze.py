@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from stages._common import PARAMS, run_stage, runtime
-from tost import analysis, config, data, models
+from tost import analysis, config, data, models, tricks
 from tost.io import write_json
 from tost.loader import eval_loaders
 
@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     p = config.load(PARAMS)
     rt = runtime(p.train, layout=False)
     prepared = data.load_prepared(args.data)
-    model = models.from_file(args.ckpt, p.model, prepared.num_classes, prepared.shape).to(rt.device)
+    rebuild = lambda m, obj: tricks.restore(m, obj.get("kept", {}))  # noqa: E731 - tricks left in the network
+    model = models.from_file(args.ckpt, p.model, prepared.num_classes, prepared.shape, rebuild).to(rt.device)
     _, test = eval_loaders(prepared, p.train.eval_batch_size, rt)
     stats, samples = analysis.activation_stats(model, test, p.analysis.batches, p.analysis.near_zero, rt)
     write_json(args.metrics, {"variant": args.variant, **analysis.summary(stats), "layers": stats})

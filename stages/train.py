@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 from stages._common import PARAMS, relaunch, run_stage, runtime
-from tost import config, data, distributed, models
+from tost import config, data, distributed, models, tricks
 from tost.io import save_tensors, write_csv, write_json
 from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 from tost.sparsity.mask import Mask
 from tost.train import Trainer
-from tost.tricks import build_variant
 
 SECTIONS = ("seed", "data", "model", "train", "tricks")  # with the variant, mask and init: the run
 
@@ -42,13 +41,14 @@ def main(argv: list[str] | None = None) -> None:
         model = models.from_file(args.init, p.model, prepared.num_classes, prepared.shape)
         identity = run_identity(p, SECTIONS, [args.mask, args.init], extra={"variant": variant})
         resume = ResumeDir(args.resume, identity) if args.resume else None
-        tricks = build_variant(variant, p.tricks.options)
-        trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, tricks, rt, p.seed,
+        used = tricks.build_variant(variant, p.tricks.options)
+        trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, used, rt, p.seed,
                           name=f"train[{variant}]")  # fmt: skip
         result = trainer.fit(resume)
         if rt.rank == 0:
             state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-            meta = {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width}
+            kept = tricks.kept(variant, used)  # tricks still on in the last epoch stay in the network
+            meta = {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width, "kept": kept}
             save_tensors(args.ckpt, {**meta, "variant": variant, "state_dict": state})
             write_json(args.metrics, {"variant": variant, **result.summary})
             write_csv(args.curve, result.history)

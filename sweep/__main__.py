@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-run", action="store_true", help="only tabulate experiments that already exist")
     ap.add_argument("--all-commits", action="store_true", help="also reuse earlier commits' experiments")
     ap.add_argument("--dry-run", action="store_true", help="print what would be reused and queued")
+    ap.add_argument(
+        "--set-args", action="store_true",
+        help="print the presets' -S arguments: dvc exp run $(python -m sweep --preset X --set-args)",
+    )  # fmt: skip
     ap.add_argument("--out", help="output prefix (default metrics/table, or metrics/table-<presets>)")
     ap.add_argument("--poll", type=float, default=10.0, help="seconds between queue status checks")
     return ap.parse_args(argv)
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     presets = [*args.preset, *(["quick"] if args.quick else [])]
     target = plan.apply_presets(workspace, presets)
     params = config.parse(target)
+    if args.set_args:
+        print(" ".join(plan.set_args(workspace, target)))  # no spaces inside: fit for $(...)
+        return
     variants, report = list(params.tricks.run), params.report
     if "baseline" not in variants:
         raise ConfigError("params.yaml: tricks.run: the table compares every variant with baseline; add it")

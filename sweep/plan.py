@@ -96,7 +96,8 @@ def set_args(workspace: Mapping[str, Any], target: Mapping[str, Any]) -> list[st
     for key, value in flatten(target).items():
         if key.startswith("report.") or (key in now and now[key] == value and type(now[key]) is type(value)):
             continue
-        args += ["-S", f"{key}={json.dumps(value)}"]  # JSON literals are valid DVC (Hydra) override values
+        # JSON literals are valid DVC (Hydra) override values; compact, so that no value holds a space
+        args += ["-S", f"{key}={json.dumps(value, separators=(',', ':'))}"]
     return args
 
 
@@ -144,14 +145,17 @@ def plan(base: Mapping[str, Any]) -> list[Cell]:
 
 def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metric: str) -> Run | None:
     """The table's view of one experiment; None unless every variant's metrics are present."""
-    accuracy = {}
+    accuracy, weights = {}, {}
     for variant in variants:
         data = exp.metrics.get(f"metrics/train/{variant}.json") or {}
         if not isinstance(data.get(metric), int | float):
             return None
         accuracy[variant] = float(data[metric])
-    empty = (exp.metrics.get("metrics/mask.json") or {}).get("empty_layers") or []
-    return Run(exp.name, params.prune.method, params.prune.sparsity, params.seed, accuracy, len(empty))
+        if "weights_trained" in data:
+            weights[variant] = (int(data["weights_trained"]), int(data["weights_evaluated"]))
+    empty = len((exp.metrics.get("metrics/mask.json") or {}).get("empty_layers") or [])
+    p = params.prune
+    return Run(exp.name, p.method, p.sparsity, params.seed, accuracy, empty, weights, exp.rev)
 
 
 def match(cells: Sequence[Cell], exps: Sequence[Experiment], variants: Sequence[str], metric: str) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -49,6 +49,8 @@ class Run:
     seed: int
     accuracy: dict[str, float]  # variant -> test accuracy (%)
     empty_layers: int = 0  # layers the mask pruned empty (layer collapse), from metrics/mask.json
+    weights: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (trained, evaluated)
+    rev: str = ""  # the experiment's git commit (`dvc exp apply` takes it back)
 
 
 def _std(values: Sequence[float]) -> float:
@@ -93,10 +95,19 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
                     "gain_std": gain_std,
                     "within_noise": noisy,
                     "collapsed_seeds": sum(r.empty_layers > 0 for r in have),
+                    "weights_trained": _weights(have, variant, 0),
+                    "weights_evaluated": _weights(have, variant, 1),
                     "experiments": " ".join(r.experiment for r in have),
+                    "revs": " ".join(r.rev for r in have),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _weights(runs: Sequence[Run], variant: str, which: int) -> float:
+    """Mean over seeds of the conv + linear weights a variant trained (0) or was evaluated (1) with."""
+    counts = [r.weights[variant][which] for r in runs if variant in r.weights]
+    return float(np.mean(counts)) if counts else math.nan
 
 
 def _cell(row: pd.Series, variant: str) -> str:
@@ -107,6 +118,17 @@ def _cell(row: pd.Series, variant: str) -> str:
     if variant != "baseline" and not math.isnan(row.gain):
         text += f" {row.gain:+.2f}{'~' if row.within_noise else ''}"
     return text
+
+
+def _weights_line(part: pd.DataFrame, variants: Sequence[str]) -> str:
+    """Conv + linear weights each variant trained with → was evaluated with (the same for every method)."""
+    shown = []
+    for v in variants:
+        rows = part[(part.variant == v) & part.weights_trained.notna()]
+        if len(rows):
+            trained, evaluated = rows.weights_trained.max(), rows.weights_evaluated.max()
+            shown.append(f"{v} {trained / 1e3:.1f}k → {evaluated / 1e3:.1f}k")
+    return "Weights trained → evaluated (conv + linear, largest over methods): " + ", ".join(shown) + "."
 
 
 def _label(rows: pd.DataFrame, method: str) -> str:
@@ -128,7 +150,7 @@ def to_markdown(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str
             rows = part[part.method == method].set_index("variant")
             cells = [_cell(rows.loc[v], v) if v in rows.index else "—" for v in variants]
             lines.append(f"| {_label(rows, method)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", _weights_line(part, variants), ""]
     lines += [
         "Cells: test accuracy (%) mean ± std over seeds (number of seeds), then the gain over `baseline`",
         "averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the paired gains",

@@ -208,3 +208,20 @@ def test_max_grad_norm_clips_the_global_gradient_norm(raw_params, tiny_data, max
         assert max(norms) <= max_norm * (1 + 1e-5)
     else:
         assert max(norms) > 0.05  # unclipped gradients are larger: the bound above is not vacuous
+
+
+def test_the_weights_a_variant_trains_and_is_evaluated_with_are_counted(params, tiny_data):
+    from tost.tricks import build_variant
+
+    net = _net()
+    mask = _mask(net)
+    kept = int(sum(t.sum() for t in mask.tensors.values())) + net.fc.weight.numel()  # fc is not masked
+    plain = fit(net, mask, tiny_data, params.data, params.train)
+    assert plain.summary["weights_trained"] == plain.summary["weights_evaluated"] == kept
+    ghosts = fit(_net(), _mask(_net()), tiny_data, params.data, params.train,
+                 build_variant("ghost_skip", params.tricks.options))  # fmt: skip
+    jumps = sum(m.weight.numel() for n, m in Trainer(
+        _net(), _mask(_net()), tiny_data, params.data, params.train,
+        build_variant("ghost_skip", params.tricks.options), Runtime.cpu(), 0).model.named_modules()
+        if n.startswith("ghost_skip") and isinstance(m, torch.nn.Conv2d))  # fmt: skip
+    assert ghosts.summary["weights_trained"] == kept + jumps and ghosts.summary["weights_evaluated"] == kept

@@ -27,6 +27,8 @@ COLUMNS = {
     "epochs": "epochs",
     "train_seconds": "train time (s)",
     "images_per_s": "images/s",
+    "weights_trained": "weights trained",
+    "weights_evaluated": "weights evaluated",
     "dead_fraction": "dead activations",
 }
 

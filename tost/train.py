@@ -87,12 +87,24 @@ def evaluate(model: nn.Module, loader: DeviceLoader, rt: Runtime) -> tuple[float
     return float(loss) / n, 100.0 * float(correct) / n
 
 
-def _loss_fn(tricks: Sequence[Trick]) -> Callable[[Tensor, Tensor, int, int], Tensor]:
+def _loss_fn(tricks: Sequence[Trick]) -> Callable[[Tensor, Tensor], Tensor]:
     """The trick that defines a loss (`build_variant` allows at most one), else cross-entropy."""
     owner = next((t for t in tricks if t.overrides_loss), None)
-    if owner is None:
-        return lambda logits, y, epoch, epochs: F.cross_entropy(logits, y)
-    return owner.loss
+    return F.cross_entropy if owner is None else owner.loss
+
+
+def count_weights(model: nn.Module, mask: Mask) -> int:
+    """Conv and linear weights that may be non-zero: kept ones of masked layers, all of the others.
+
+    Counted on the network as it trains (with any ghost jumps) and as it is evaluated, so a variant
+    that adds dense weights says how many it used; biases and BatchNorm are not counted.
+    """
+    total = 0
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            key = f"{name}.weight" if name else "weight"
+            total += int(mask.tensors[key].sum()) if key in mask.tensors else m.weight.numel()
+    return total
 
 
 def summarize(
@@ -148,6 +160,7 @@ class Trainer:
         for t in self.tricks:
             model = t.prepare(model, mask, lambda: iter(self.train_loader))
         self.model = model.to(rt.device, memory_format=rt.memory_format)
+        self.weights_trained = count_weights(self.model, mask)
         self.enforce = Enforcer(mask, self._weights(self.model))
         self.opt = torch.optim.SGD(
             self.model.parameters(),
@@ -208,7 +221,7 @@ class Trainer:
         if n == 0:
             zero = _at_least_fp32(logits).sum() * 0.0
             return zero.detach(), zero
-        loss = self.loss(_at_least_fp32(logits), y, self.epoch, self.cfg.epochs)
+        loss = self.loss(_at_least_fp32(logits), y)
         weight = n * self.rt.world_size / self.train_loader.global_batch_size(step)
         return loss, loss if weight == 1.0 else loss * weight
 
@@ -234,7 +247,7 @@ class Trainer:
             if rt.world_size > 1:
                 loss, objective = self._shard_loss(logits, y, step)
             else:
-                loss = objective = self.loss(_at_least_fp32(logits), y, epoch, epochs)
+                loss = objective = self.loss(_at_least_fp32(logits), y)
             self.opt.zero_grad(set_to_none=True)
             objective.backward()
             if self.cfg.max_grad_norm > 0:
@@ -363,6 +376,9 @@ class Trainer:
             images_per_epoch=self.train_loader.num_images,
             train_time=self.train_time,
             device=str(self.rt.device),
+        )
+        summary.update(
+            weights_trained=self.weights_trained, weights_evaluated=count_weights(model, self.mask)
         )
         for t in self.tricks:
             summary.update(t.metrics())

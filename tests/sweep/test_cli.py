@@ -52,3 +52,10 @@ def test_bad_presets_are_one_clear_error(stage_dir, args, message):
     (stage_dir / "badrate.yaml").write_text("report:\n  lt_rate: 1.5\n")
     with pytest.raises(ConfigError, match=message):
         cli.main([*args, "--dry-run"])
+
+
+def test_set_args_print_a_presets_overrides_for_dvc_exp_run(stage_dir, capsys):
+    cli.main(["--preset", "fashion", "--set-args"])
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("-S ") and 'data.name="fashion_mnist"' in out.replace("'", "")
+    assert "report." not in out  # the table's own section never goes to an experiment

@@ -38,7 +38,7 @@ def test_set_args_are_the_diff_as_json_literals(raw_params):
     assert pairs == [
         "seed=3",
         'data.name="cifar10"',
-        "train.milestones=[90, 135]",
+        "train.milestones=[90,135]",
     ]  # lr unchanged, report left out
 
 

@@ -91,3 +91,14 @@ def test_collapsed_masks_are_flagged_with_the_seeds_they_hit():
     assert "| SNIP † 1/2 |" in md and "| RP |" in md
     assert "† layer collapse" in md
     assert "†" not in to_markdown(aggregate(runs_two_seeds(), ["baseline"]), ["baseline"], ["random"], "t")
+
+
+def test_the_weights_each_variant_trains_and_is_evaluated_with_are_shown():
+    w = {"baseline": (13_500, 13_500), "tost": (43_196, 13_500)}
+    runs = [Run("r0", "random", 0.95, 0, {"baseline": 90.0, "tost": 91.0}, weights=w, rev="abc")]
+    df = aggregate(runs, ["baseline", "tost"])
+    assert (
+        row(df, "random", "tost")["weights_trained"] == 43_196 and row(df, "random", "tost")["revs"] == "abc"
+    )
+    md = to_markdown(df, ["baseline", "tost"], ["random"], "t")
+    assert "baseline 13.5k → 13.5k, tost 43.2k → 13.5k." in md

@@ -13,7 +13,7 @@ from tests.tricks.conftest import batches, masked, x_in
 from tost.models import MODELS
 from tost.runtime import Runtime
 from tost.train import Trainer
-from tost.tricks.ghost_skip import GhostSkip, Options, jump_sites
+from tost.tricks.ghost_skip import GhostSkip, Options, jump_sites, restore
 
 OPTS = Options(start=0.3, end=0.5, init=1e-4)
 
@@ -76,8 +76,26 @@ def test_ghost_skip_gate_zero_is_the_plain_network(arch, jumps):
     assert not net.ghost_skip.active and torch.equal(net(x_in()), plain(x_in()))
     trick.on_epoch_start(0, 10, net)  # early on (g = 1, batch statistics) the jumps change the output
     assert not torch.allclose(net.train()(x_in()), plain.train()(x_in()), atol=1e-3)
+    trick.on_epoch_start(9, 10, net)  # the last epoch: the gate is closed, so finish removes them
     net = trick.finish(net)
     assert not hasattr(net, "ghost_skip") and set(net.state_dict()) == set(plain.state_dict())
+    assert trick.kept() == {}
+
+
+def test_jumps_on_to_the_end_stay_in_the_network_and_restore_from_a_checkpoint():
+    """As the original code ran: the gate never closes, so the evaluated (and saved) network has them."""
+    net = tiny_net()
+    trick = GhostSkip(Options(start=1.0, end=1.0, init=1e-4))
+    net = trick.prepare(net, masked(net), batches())
+    for epoch in range(10):
+        trick.on_epoch_start(epoch, 10, net)
+    for p in net.ghost_skip.parameters():
+        nn.init.normal_(p)  # as if trained
+    net = trick.finish(net).eval()
+    assert trick.kept() == {"gate": 1.0} and hasattr(net, "ghost_skip")
+    rebuilt = restore(tiny_net(seed=3), trick.kept())
+    rebuilt.load_state_dict(net.state_dict(), strict=True)  # the same keys: jumps included
+    assert torch.equal(rebuilt.eval()(x_in()), net(x_in()))
 
 
 def test_ghost_jumps_match_the_original_block_formula():

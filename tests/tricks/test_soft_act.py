@@ -11,7 +11,7 @@ from tests.conftest import tiny_net
 from tests.tricks.conftest import batches, masked, x_in
 from tost import analysis
 from tost.schedules import Window
-from tost.tricks.soft_act import BlendAct, Options, SoftAct
+from tost.tricks.soft_act import BlendAct, Options, SoftAct, restore
 
 
 def test_blend_schedule():
@@ -42,5 +42,20 @@ def test_soft_act_is_soft_then_exactly_relu(name, soft):
     seen.clear()
     net(x_in())
     assert all(torch.allclose(out, 0.5 * soft(inp) + 0.5 * F.relu(inp)) for inp, out in seen)
+    trick.on_epoch_start(9, 10, net)  # the last epoch computes ReLU: finish puts the ReLUs back
     net = trick.finish(net)
     assert [m for m in net.modules() if isinstance(m, nn.ReLU)] == relus  # the very same objects
+
+
+def test_a_soft_activation_on_to_the_end_stays_in_the_network_and_restores():
+    net = tiny_net()
+    trick = SoftAct(Options(activation="mish", start=1.0, end=1.0))
+    net = trick.prepare(net, masked(net), batches())
+    for epoch in range(10):
+        trick.on_epoch_start(epoch, 10, net)
+    net = trick.finish(net).eval()
+    assert trick.kept() == {"activation": "mish", "lam": 0.0}
+    assert any(isinstance(m, BlendAct) for m in net.modules())  # what every accuracy was measured with
+    rebuilt = restore(tiny_net(seed=3), trick.kept())
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    assert torch.equal(rebuilt.eval()(x_in()), net(x_in()))

@@ -31,8 +31,16 @@ def cifar100(root: Path, download: bool) -> RawDataset:
     return cifar.load_cifar100(root, download)
 
 
+def fashion_mnist(root: Path, download: bool) -> RawDataset:
+    """Fashion-MNIST (tost.datasets.fashion)."""
+    from tost.datasets import fashion
+
+    return fashion.load(root, download)
+
+
 DATASETS: dict[str, Loader] = {
     "digits": digits.load,
+    "fashion_mnist": fashion_mnist,
     "cifar10": cifar10,
     "cifar100": cifar100,
 }

@@ -64,12 +64,20 @@ def load_weights(model: nn.Module, obj: Any, source: str, described: str) -> Non
 
 
 def from_file(
-    path: str | os.PathLike[str], cfg: ModelConfig, num_classes: int, shape: tuple[int, int, int]
+    path: str | os.PathLike[str],
+    cfg: ModelConfig,
+    num_classes: int,
+    shape: tuple[int, int, int],
+    extend: Callable[[nn.Module, Mapping[str, Any]], nn.Module] | None = None,
 ) -> nn.Module:
     """The configured model with the weights of an init or checkpoint file.
 
-    A file made for another model is refused in one line (`load_weights`).
+    A file made for another model is refused in one line (`load_weights`). `extend(model, obj)` may
+    add to the plain model what the file's network had (tricks left in it) before the weights load.
     """
+    obj = load_tensors(path)
     model = build(cfg.arch, num_classes, shape, cfg.width)
-    load_weights(model, load_tensors(path), str(path), f"model.arch={cfg.arch} width={cfg.width}")
+    if extend is not None and isinstance(obj, Mapping):
+        model = extend(model, obj)
+    load_weights(model, obj, str(path), f"model.arch={cfg.arch} width={cfg.width}")
     return model

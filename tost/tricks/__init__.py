@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
+
 from tost.errors import ConfigError
 from tost.tricks import ghost_skip, label_smooth, lrsi, soft_act
 from tost.tricks.base import Trick, TrickEntry
@@ -25,6 +27,21 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in TRICKS},
     "tost": ("lrsi", "ghost_skip", "soft_act", "label_smooth"),  # all four; GradInit first, on the plain net
 }
+
+
+def kept(variant: str, tricks: list[Trick]) -> dict[str, dict[str, Any]]:
+    """What the finished tricks of `variant` left in the network, by trick name (for the checkpoint)."""
+    return {name: t.kept() for name, t in zip(VARIANTS[variant], tricks, strict=True) if t.kept()}
+
+
+def restore(model: nn.Module, kept: Mapping[str, dict[str, Any]]) -> nn.Module:
+    """Rebuild what tricks left in a trained network (a checkpoint's `kept`), so its weights load."""
+    for name, state in kept.items():
+        entry = TRICKS[name]
+        if entry.restore is None:
+            raise ConfigError(f"checkpoint: trick {name} left something in the network but cannot restore it")
+        model = entry.restore(model, state)
+    return model
 
 
 def build_variant(variant: str, options: Mapping[str, Any]) -> list[Trick]:

@@ -12,7 +12,9 @@ activation. The sites are found from the model's own structure, not from its cla
 Deliberate differences from the original code (jumps kept for the whole run and in the evaluated,
 saved network): the jumps are multiplied by a gate g (1 until `start`, linear decay to 0 at `end`,
 fractions of the epochs), are skipped entirely once g = 0, and `finish` removes them, leaving the
-plain architecture. They are attached by forward hooks and live under one extra attribute
+plain architecture. With `start: 1, end: 1` (the original's) the gate never closes: the jumps then
+stay in the saved network, which is the one every accuracy was measured on, and count as weights
+it is evaluated with. They are attached by forward hooks and live under one extra attribute
 (`ghost_skip`), so no existing parameter is renamed: the mask and its enforcement are untouched and
 the ghosts are never pruned. Jump convs are filled with the constant `init` (1e-4 upstream); the
 BN after it re-normalises that tiny output, so the branch is not negligible at g = 1.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +98,8 @@ class GhostSkip(Trick):
     def __init__(self, options: Options) -> None:
         self.options = options
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._gate = 1.0  # g of the last epoch started
+        self._kept: dict[str, Any] = {}
 
     def prepare(self, model: nn.Module, mask: Mask, batches: BatchFn) -> nn.Module:
         sites = jump_sites(model)
@@ -112,15 +117,32 @@ class GhostSkip(Trick):
         model.ghost_skip.active = g > 0
         # Skipped jumps get no gradient either way; saying so lets DDP leave them out of its buckets.
         model.ghost_skip.requires_grad_(g > 0)
+        self._gate = g
 
     def finish(self, model: nn.Module) -> nn.Module:
-        """Detach the hooks and delete the jumps: the plain network and its state_dict keys remain."""
+        """Detach the hooks and delete the jumps, unless the gate is still open in the last epoch."""
+        if self._gate > 0:
+            self._kept = {"gate": self._gate}
+            return model
         for h in self._handles:
             h.remove()
         self._handles = []
         if hasattr(model, "ghost_skip"):
             del model.ghost_skip
         return model
+
+    def kept(self) -> dict[str, Any]:
+        return dict(self._kept)
+
+    def graph_key(self) -> object:
+        return self._gate > 0  # the jumps are computed or skipped
+
+
+def restore(model: nn.Module, kept: dict[str, Any]) -> nn.Module:
+    """The network the jumps were evaluated in: gated jumps attached again (weights load after)."""
+    GhostSkip(Options(start=1.0, end=1.0, init=0.0)).prepare(model, Mask({}), lambda: iter(()))
+    model.ghost_skip.gate.fill_(kept["gate"])
+    return model
 
 
 def _attach(ghosts: Ghosts, jump: nn.Module, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list:
@@ -138,4 +160,4 @@ def _attach(ghosts: Ghosts, jump: nn.Module, conv: nn.Conv2d, bn: nn.BatchNorm2d
     return [conv.register_forward_hook(after_conv), bn.register_forward_hook(after_bn)]
 
 
-TRICK = TrickEntry(options=Options, make=GhostSkip)
+TRICK = TrickEntry(options=Options, make=GhostSkip, restore=restore)

@@ -8,13 +8,15 @@ Deliberate differences from the original code, which used one soft activation fo
 (and for the dense pre-training and pruning too): the soft function is used only until `start`,
 then blended linearly, f = (1 - λ)·soft + λ·ReLU, with λ reaching 1 at `end` (fractions of the
 epochs); from there on the net computes ReLU exactly, and `finish` puts the original `nn.ReLU`
-modules back, so the saved network is the plain architecture.
+modules back, so the saved network is the plain architecture. With `start: 1, end: 1` (the original's
+constant soft activation) λ never reaches 1: the blend modules then stay in the saved network, which
+is the one every accuracy was measured on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -81,30 +83,55 @@ class SoftAct(Trick):
     def __init__(self, options: Options) -> None:
         self.options = options
         self._swapped: list[tuple[nn.Module, str, nn.Module]] = []
+        self.lam = 0.0  # λ of the last epoch started
+        self._kept: dict[str, Any] = {}
 
     def prepare(self, model: nn.Module, mask: Mask, batches: BatchFn) -> nn.Module:
-        self._swapped = _relu_sites(model)
-        for parent, name, _ in self._swapped:
-            blend = BlendAct(self.options.activation)
-            setattr(parent, name, blend.to(_device_of(model)))
+        self._swapped = swap_in(model, self.options.activation)
         return model
 
     def on_epoch_start(self, epoch: int, epochs: int, model: nn.Module) -> None:
-        lam = self.options.window.ramp(epoch, epochs)
-        for m in model.modules():
-            if isinstance(m, BlendAct):
-                m.lam.fill_(lam)
+        self.lam = self.options.window.ramp(epoch, epochs)
+        set_lambda(model, self.lam)
 
     def finish(self, model: nn.Module) -> nn.Module:
-        """Put the original ReLU objects back: the trained network is the plain architecture."""
-        for parent, name, relu in self._swapped:
-            setattr(parent, name, relu)
+        """Put the original ReLU objects back, unless the last epoch still blended in the soft function."""
+        if self.lam < 1.0:
+            self._kept = {"activation": self.options.activation, "lam": self.lam}
+        else:
+            for parent, name, relu in self._swapped:
+                setattr(parent, name, relu)
         self._swapped = []
         return model
+
+    def kept(self) -> dict[str, Any]:
+        return dict(self._kept)
+
+
+def swap_in(model: nn.Module, activation: str) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Replace every ReLU by a `BlendAct`; returns (parent, attribute, the ReLU) to put back."""
+    swapped = _relu_sites(model)
+    for parent, name, _ in swapped:
+        setattr(parent, name, BlendAct(activation).to(_device_of(model)))
+    return swapped
+
+
+def set_lambda(model: nn.Module, lam: float) -> None:
+    """λ of every blend, written into its buffer (a captured step reads it from there)."""
+    for m in model.modules():
+        if isinstance(m, BlendAct):
+            m.lam.fill_(lam)
+
+
+def restore(model: nn.Module, kept: dict[str, Any]) -> nn.Module:
+    """The network a constant soft activation was evaluated with: blends back in, at the kept λ."""
+    swap_in(model, kept["activation"])
+    set_lambda(model, kept["lam"])
+    return model
 
 
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-TRICK = TrickEntry(options=Options, make=SoftAct)
+TRICK = TrickEntry(options=Options, make=SoftAct, restore=restore)
