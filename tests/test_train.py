@@ -11,6 +11,7 @@ from tests.conftest import fit, tiny_prepared
 from tests.conftest import random_mask as _mask
 from tests.conftest import tiny_net as _net
 from tost import config
+from tost import train as train_module
 from tost.config import TrainConfig
 from tost.errors import TrainingError
 from tost.io import load_tensors
@@ -192,16 +193,17 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_epoch(tmp
 
 
 @pytest.mark.parametrize("max_norm", [0.0, 0.05])
-def test_max_grad_norm_clips_the_global_gradient_norm(raw_params, tiny_data, max_norm):
+def test_max_grad_norm_clips_the_global_gradient_norm(raw_params, tiny_data, max_norm, monkeypatch):
     p, net, mask = _tiny_run(raw_params, max_grad_norm=max_norm)
     trainer = Trainer(net, mask, tiny_data, p.data, p.train, [], Runtime.cpu(), 0)
-    norms = []
+    norms, real = [], train_module.sgd_step
 
-    def record(opt, *_):
+    def record(opt, lr):  # the gradients the update is about to use
         grads = [q.grad for group in opt.param_groups for q in group["params"] if q.grad is not None]
         norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        real(opt, lr)
 
-    trainer.opt.register_step_pre_hook(record)
+    monkeypatch.setattr(train_module, "sgd_step", record)
     trainer.run_epoch()
     assert len(norms) == trainer.train_loader.num_images // 16
     if max_norm:
@@ -225,3 +227,15 @@ def test_the_weights_a_variant_trains_and_is_evaluated_with_are_counted(params, 
         build_variant("ghost_skip", params.tricks.options), Runtime.cpu(), 0).model.named_modules()
         if n.startswith("ghost_skip") and isinstance(m, torch.nn.Conv2d))  # fmt: skip
     assert ghosts.summary["weights_trained"] == kept + jumps and ghosts.summary["weights_evaluated"] == kept
+
+
+def test_testing_only_when_validation_improves_reports_the_same_numbers(params, tiny_data):
+    every = fit(_net(), _mask(_net()), tiny_data, params.data, dataclasses.replace(params.train, epochs=5))
+    cfg = dataclasses.replace(params.train, epochs=5, test_every_epoch=False)
+    some = fit(_net(), _mask(_net()), tiny_data, params.data, cfg)
+    for key in ("test_acc", "final_test_acc", "best_val_acc", "best_epoch"):
+        assert some.summary[key] == every.summary[key], key
+    tested = [r["epoch"] for r in some.history if r["test_acc"] == r["test_acc"]]  # not NaN
+    improving = [r["epoch"] for i, r in enumerate(every.history)
+                 if all(r["val_acc"] > q["val_acc"] for q in every.history[:i])]  # fmt: skip
+    assert tested == sorted({*improving, 5}) and len(tested) < 5  # some epochs were not tested

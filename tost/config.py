@@ -127,6 +127,7 @@ class TrainConfig:
     channels_last: bool
     compile: bool
     cuda_graphs: bool
+    test_every_epoch: bool
     max_grad_norm: float
     nproc: int
 

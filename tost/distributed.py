@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -152,6 +152,26 @@ def plain_batchnorm(modules: Sequence[nn.Module]) -> None:
     for m in modules:
         if type(m) is SyncBatchNorm2d:
             m.__class__ = nn.BatchNorm2d
+
+
+def shard_objective(
+    loss_fn: Callable[[Tensor, Tensor], Tensor], logits: Tensor, y: Tensor, world: int, global_n: int
+) -> tuple[Tensor, Tensor]:
+    """This rank's mean loss, and the objective whose DDP-averaged gradient is the global batch's.
+
+    DDP divides the sum of the ranks' gradients by the world size; weighting each rank's mean loss
+    by n_rank · world / n_global makes that the gradient of the global batch's mean loss even when
+    the shards differ in size (a short last batch). An empty shard still runs a backward pass
+    (DDP and the BN all-reduces need every rank), with a zero objective.
+    """
+    wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    n = y.numel()
+    if n == 0:
+        zero = wide.sum() * 0.0
+        return zero.detach(), zero
+    loss = loss_fn(wide, y)
+    weight = n * world / global_n
+    return loss, loss if weight == 1.0 else loss * weight
 
 
 def all_sum(values: Tensor) -> Tensor:

@@ -109,7 +109,12 @@ class DeviceLoader:
         out = (x.to(self.mean.dtype) - self.mean) / self.std
         return out.contiguous(memory_format=self.memory_format)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def plan(self) -> Iterator[tuple[Tensor, CropFlip]]:
+        """Each batch's image indices and augmentation draws, drawn in the order they always were.
+
+        Drawing is apart from building the batch (`batch`), so that a captured training step can take
+        the draws as its inputs and do the gathering and augmenting inside the graph.
+        """
         n = len(self.y)
         if self.train:
             order = torch.randperm(n, generator=self.generator, device=self.x.device)
@@ -117,18 +122,25 @@ class DeviceLoader:
             order = torch.arange(n, device=self.x.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            draws = None
+            draws: CropFlip = (None, None, None)
             if self.train:
                 draws = draw_crop_flip(len(idx), self.pad, self.flip, self.generator, idx.device)
             if self.world_size > 1:  # this rank's shard of the global batch and of its augmentation
                 shard = slice(self.rank, None, self.world_size)
                 idx = idx[shard]
-                if draws is not None:
-                    draws = tuple(d if d is None else d[shard] for d in draws)
-            x = self.x[idx]
-            if draws is not None:
-                x = apply_crop_flip(x, self.pad, draws)
-            yield self.normalise(x), self.y[idx]
+                draws = tuple(d if d is None else d[shard] for d in draws)
+            yield idx, draws
+
+    def batch(self, idx: Tensor, draws: CropFlip = (None, None, None)) -> tuple[Tensor, Tensor]:
+        """The normalised (augmented) images and the labels of `idx`."""
+        x = self.x[idx]
+        if draws[0] is not None or draws[2] is not None:
+            x = apply_crop_flip(x, self.pad, draws)
+        return self.normalise(x), self.y[idx]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for idx, draws in self.plan():
+            yield self.batch(idx, draws)
 
 
 def make_loaders(

@@ -107,7 +107,8 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path, title: str) -> None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (variant, df) in enumerate(curves.items()):
         color = f"C{i}"
-        ax.plot(df["epoch"], df["test_acc"], color=color, label=f"{variant} (test)")
+        tested = df.dropna(subset=["test_acc"])  # train.test_every_epoch: false tests some epochs only
+        ax.plot(tested["epoch"], tested["test_acc"], color=color, marker=".", label=f"{variant} (test)")
         ax.plot(df["epoch"], df["val_acc"], color=color, linestyle="--", alpha=0.6, label=f"{variant} (val)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +35,12 @@ from tost import distributed
 from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared
 from tost.errors import MaskError, TrainingError
-from tost.loader import DeviceLoader, make_loaders
+from tost.loader import make_loaders
 from tost.resume import ResumeDir
 from tost.runtime import Runtime, rng_state, set_rng_state
 from tost.sparsity.mask import Enforcer, Mask, measured_stats
+from tost.step import Backend, CudaGraphs, EpochSums, Evaluation, Graphed, at_least_fp32, sgd_step
+from tost.summary import count_weights, summarize
 
 if TYPE_CHECKING:  # the loop calls the tricks' hooks; it needs no trick module to run
     from tost.tricks.base import Trick
@@ -63,76 +66,10 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
 
 
-def _at_least_fp32(logits: Tensor) -> Tensor:
-    """Losses in float32 when autocast gave bf16 logits; float64 runs (tests) stay float64."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, rt: Runtime) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (%) over a split, one host read at the end."""
-    model.eval()
-    loss = torch.zeros((), device=rt.device)
-    correct = torch.zeros((), device=rt.device, dtype=torch.long)
-    for x, y in loader:
-        if not len(y):  # an empty shard of a multi-process run (a host-known shape: no sync)
-            continue
-        with rt.autocast():
-            logits = model(x)
-        loss += F.cross_entropy(_at_least_fp32(logits), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    if rt.world_size > 1:  # every rank saw its shard of the split: sum them
-        loss, correct = distributed.all_sum(torch.stack([loss.double(), correct.double()])).unbind()
-    n = loader.num_images
-    return float(loss) / n, 100.0 * float(correct) / n
-
-
 def _loss_fn(tricks: Sequence[Trick]) -> Callable[[Tensor, Tensor], Tensor]:
     """The trick that defines a loss (`build_variant` allows at most one), else cross-entropy."""
     owner = next((t for t in tricks if t.overrides_loss), None)
     return F.cross_entropy if owner is None else owner.loss
-
-
-def count_weights(model: nn.Module, mask: Mask) -> int:
-    """Conv and linear weights that may be non-zero: kept ones of masked layers, all of the others.
-
-    Counted on the network as it trains (with any ghost jumps) and as it is evaluated, so a variant
-    that adds dense weights says how many it used; biases and BatchNorm are not counted.
-    """
-    total = 0
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            key = f"{name}.weight" if name else "weight"
-            total += int(mask.tensors[key].sum()) if key in mask.tensors else m.weight.numel()
-    return total
-
-
-def summarize(
-    history: Sequence[dict[str, float]],
-    *,
-    sparsity: float,
-    mask_sparsity: float,
-    images_per_epoch: int,
-    train_time: float,
-    device: str,
-) -> dict[str, Any]:
-    """The run's headline numbers: test accuracy at the best validation epoch (ties: the earliest)."""
-    best = max(history, key=lambda r: (r["val_acc"], -r["epoch"]))
-    last = history[-1]
-    return {
-        "test_acc": best["test_acc"],
-        "final_test_acc": last["test_acc"],
-        "best_val_acc": best["val_acc"],
-        "best_epoch": int(best["epoch"]),
-        "final_val_acc": last["val_acc"],
-        "final_train_loss": last["train_loss"],
-        "sparsity": sparsity,
-        "mask_sparsity": mask_sparsity,
-        "epochs": len(history),
-        "train_seconds": train_time,
-        "images_per_s": images_per_epoch * len(history) / max(train_time, 1e-9),
-        "device": device,
-    }
 
 
 class Trainer:
@@ -149,7 +86,9 @@ class Trainer:
         rt: Runtime,
         seed: int,
         name: str = "train",
+        graphs: Backend | None = None,
     ) -> None:
+        """`graphs` captures the steps (default: CUDA graphs when `rt.cuda_graphs`, one process)."""
         self.cfg, self.rt, self.tricks, self.name = cfg, rt, list(tricks), name
         self.mask = mask
         model = model.to(rt.device, memory_format=rt.memory_format)
@@ -181,6 +120,14 @@ class Trainer:
                 loader.set_shard(rt.rank, rt.world_size)
         self.forward = self._wrap()
         self.loss = _loss_fn(self.tricks)
+        if graphs is None and rt.cuda_graphs and rt.world_size == 1:
+            graphs = CudaGraphs()
+        self.graph = Graphed(self._graph_step, graphs, name) if graphs is not None else None
+        self.evaluations = [
+            Evaluation(self.model, ld, rt, graphs) for ld in (self.val_loader, self.test_loader)
+        ]
+        self.sums = EpochSums(rt.device)
+        self.lr = torch.zeros((), device=rt.device, dtype=torch.float64)  # what a captured step reads
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.train_time = 0.0
@@ -209,68 +156,64 @@ class Trainer:
             net = DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
         return torch.compile(net) if self.rt.compile else net
 
-    def _shard_loss(self, logits: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """This rank's mean loss, and the objective whose DDP-averaged gradient is the global batch's.
-
-        DDP divides the sum of the ranks' gradients by the world size; weighting each rank's mean loss
-        by n_rank · world / n_global makes that the gradient of the global batch's mean loss even when
-        the shards differ in size (a short last batch). An empty shard still runs a backward pass
-        (DDP and the BN all-reduces need every rank), with a zero objective.
-        """
-        n = y.numel()
-        if n == 0:
-            zero = _at_least_fp32(logits).sum() * 0.0
-            return zero.detach(), zero
-        loss = self.loss(_at_least_fp32(logits), y)
-        weight = n * self.rt.world_size / self.train_loader.global_batch_size(step)
-        return loss, loss if weight == 1.0 else loss * weight
-
     def _weights(self, model: nn.Module) -> dict[str, Tensor]:
         params = dict(model.named_parameters())
         return {n: params[n] for n in self.mask.tensors if n in params}
 
+    def _step(self, idx: Tensor, oy: Tensor | None, ox: Tensor | None, flips: Tensor | None,
+              lr: float | Tensor, step: int = 0) -> list[Tensor]:  # fmt: skip
+        """One optimisation step on the batch `idx`; the grads it made are returned (a graph keeps them)."""
+        x, y = self.train_loader.batch(idx, (oy, ox, flips))
+        with self.rt.autocast():
+            logits = self.forward(x)
+        if self.rt.world_size > 1:
+            global_n = self.train_loader.global_batch_size(step)
+            loss, objective = distributed.shard_objective(self.loss, logits, y, self.rt.world_size, global_n)
+        else:
+            loss = objective = self.loss(at_least_fp32(logits), y)
+        self.opt.zero_grad(set_to_none=True)
+        objective.backward()
+        if self.cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        sgd_step(self.opt, lr)
+        self.enforce()
+        self.sums.record(loss, logits, y)
+        return [p.grad for p in self.model.parameters() if p.grad is not None]
+
+    def _graph_step(
+        self, idx: Tensor, oy: Tensor | None, ox: Tensor | None, flips: Tensor | None
+    ) -> list[Tensor]:
+        return self._step(idx, oy, ox, flips, self.lr)
+
+    def graph_key(self) -> Hashable:
+        """What a captured step depends on besides tensor values: which parameters train, and the tricks'."""
+        return tuple(p.requires_grad for p in self.model.parameters()), tuple(
+            t.graph_key() for t in self.tricks
+        )
+
     def train_epoch(self) -> tuple[float, float, float]:
         """One pass over the training split; returns mean loss, accuracy (%) and seconds."""
-        model, rt, epoch, epochs = self.model, self.rt, self.epoch, self.cfg.epochs
+        model, rt, epoch = self.model, self.rt, self.epoch
         for t in self.tricks:
-            t.on_epoch_start(epoch, epochs, model)
+            t.on_epoch_start(epoch, self.cfg.epochs, model)
         if rt.world_size > 1 and [p.requires_grad for p in model.parameters()] != self._trainable:
             self.forward = self._wrap()
         model.train()
-        loss_sum = torch.zeros((), device=rt.device)
-        correct = torch.zeros((), device=rt.device, dtype=torch.long)
-        bad_step = torch.full((), -1, device=rt.device, dtype=torch.long)
+        self.sums.reset()
+        lr = self.opt.param_groups[0]["lr"]
+        self.lr.fill_(lr)
+        key, full = self.graph_key(), self.train_loader.batch_size
         start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            with rt.autocast():
-                logits = self.forward(x)
-            if rt.world_size > 1:
-                loss, objective = self._shard_loss(logits, y, step)
-            else:
-                loss = objective = self.loss(_at_least_fp32(logits), y)
-            self.opt.zero_grad(set_to_none=True)
-            objective.backward()
-            if self.cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
-            self.opt.step()
-            self.enforce()
-            detached = loss.detach()
-            # Remember the first non-finite step without a host sync; checked once per epoch.
-            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
-            loss_sum += detached * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
-        if rt.world_size > 1:  # once per epoch: the global sums, and the first bad step of any rank
-            totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double()]))
-            loss_sum, correct = totals.unbind()
-            never = torch.iinfo(torch.long).max
-            first = distributed.all_min(torch.where(bad_step < 0, never, bad_step))
-            bad_step = torch.where(first == never, -1, first)
-        n = self.train_loader.num_images
-        mean_loss, acc = float(loss_sum) / n, 100.0 * float(correct) / n
+        for step, (idx, draws) in enumerate(self.train_loader.plan()):
+            if self.graph is not None and len(idx) == full:
+                self.graph(key, [idx, *draws])
+            else:  # the CPU, several processes, or the last, shorter batch
+                self._step(idx, *draws, lr=lr, step=step)
+        mean_loss, acc, bad_step = self.sums.read(self.train_loader.num_images, rt.world_size)
         seconds = time.perf_counter() - start
-        if int(bad_step) >= 0:
+        if bad_step >= 0:
             raise TrainingError(
-                f"{self.name}: loss became non-finite at epoch {epoch + 1}, step {int(bad_step) + 1}; "
+                f"{self.name}: loss became non-finite at epoch {epoch + 1}, step {bad_step + 1}; "
                 "the last good epoch's checkpoint is kept. Lower train.lr or set train.max_grad_norm"
             )
         return mean_loss, acc, seconds
@@ -278,11 +221,18 @@ class Trainer:
     def run_epoch(self) -> dict[str, float]:
         lr = self.opt.param_groups[0]["lr"]
         train_loss, train_acc, seconds = self.train_epoch()
-        self.sched.step()
+        with warnings.catch_warnings():  # the update is `sgd_step`, so torch never sees `opt.step()`
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.sched.step()
         self.train_time += seconds
-        val_loss, val_acc = evaluate(self.model, self.val_loader, self.rt)
-        test_loss, test_acc = evaluate(self.model, self.test_loader, self.rt)
+        key, (val, test) = self.graph_key(), self.evaluations
+        val_loss, val_acc = val(key)
+        best_so_far = all(val_acc > r["val_acc"] for r in self.history)
         self.epoch += 1
+        # The reported numbers are the test accuracy at the first epoch of best validation accuracy,
+        # which is one where validation improved, and at the last epoch: the others may skip the test.
+        needed = self.cfg.test_every_epoch or best_so_far or self.epoch == self.cfg.epochs
+        test_loss, test_acc = test(key) if needed else (math.nan, math.nan)
         row = {
             "epoch": self.epoch,
             "lr": lr,
