@@ -105,11 +105,16 @@ def summary(stats: dict[str, dict[str, float]]) -> dict[str, float]:
 def plot_histograms(
     samples: dict[str, Tensor], stats: dict[str, dict[str, float]], bins: int, path: Path
 ) -> None:
-    """One small histogram per activation site, titled with its exactly-zero fraction."""
+    """One small histogram per activation site, titled with its exactly-zero fraction.
+
+    The counts are computed with numpy and drawn as one step line each (`stairs`), with a fixed
+    layout: drawing thousands of bar patches and `tight_layout` took ten seconds for a ResNet-20.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from tost.io import atomic_path
 
@@ -118,14 +123,19 @@ def plot_histograms(
     rows = max(1, -(-len(names) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
-        v = samples[name].numpy()
-        ax.hist(v, bins=bins, color="#3b75af", log=True)
+        counts, edges = np.histogram(samples[name].numpy(), bins=bins)
+        ax.stairs(np.maximum(counts, 0.5), edges, fill=True, color="#3b75af")  # 0.5: empty bins on a log axis
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.8)  # empty bins (drawn at 0.5) stay out of sight
         ax.set_title(f"{name}\nzero {100 * stats[name]['zero_fraction']:.1f}%", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    fig.suptitle("activation values per site (log count)", fontsize=9)
-    fig.tight_layout()
+    height = 2.2 * rows  # inches: the title and the top row's titles get a fixed margin
+    fig.suptitle("activation values per site (log count)", fontsize=9, y=1 - 0.08 / height)
+    fig.subplots_adjust(
+        left=0.05, right=0.98, bottom=0.3 / height, top=1 - 0.95 / height, hspace=0.9, wspace=0.25
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
