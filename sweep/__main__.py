@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> None:
             if state == "Failed":
                 log.error("table: experiment %s failed; its log: dvc queue logs %s", name, name)
         found = plan.match(cells, dvc.experiments(dvc.run_dvc, args.all_commits), variants, report.metric)
-    write_table(cells, found, params, stem)
+    write_table(cells, found, params, stem, presets)
 
 
-def write_table(cells: list[plan.Cell], found: dict, params: config.Params, stem: str) -> None:
+def write_table(
+    cells: list[plan.Cell], found: dict, params: config.Params, stem: str, presets: list[str]
+) -> None:
     """The markdown, CSV and plots of every answered cell; an error names the unanswered ones."""
     runs = [found[c.name][1] for c in cells if c.name in found]
     if not runs:
@@ -108,8 +110,9 @@ def write_table(cells: list[plan.Cell], found: dict, params: config.Params, stem
     variants, report = list(params.tricks.run), params.report
     df = aggregate(runs, variants, report.methods)
     m, d = params.model, params.data
+    setting = f"{m.arch} (width {m.width}) on {d.name}, {params.train.epochs} epochs"
     md = to_markdown(
-        df, variants, report.methods, f"{m.arch} (width {m.width}) on {d.name}, {params.train.epochs} epochs"
+        df, variants, report.methods, setting + (f" (presets: {', '.join(presets)})" if presets else "")
     )
     write_outputs(df, md, Path(f"{stem}.csv"), Path(f"{stem}.md"))
     gain_heatmap(df, variants, report.methods, Path(f"{stem}-gain.png"))

@@ -215,3 +215,18 @@ def test_cuda_graph_training_resumes(raw_params, tmp_path):
     )
     assert [r["epoch"] for r in again.history] == [1, 2, 3] and again.history[0] == t.history[0]
     assert again.summary["final_test_acc"] > 25.0
+
+
+def test_a_new_mask_mid_training_is_captured_again(float64):
+    """Gradual pruning (gmp) swaps the mask between epochs: a graph holds the old one, so it goes."""
+    trainer, _ = _run("baseline", Imitation(), epochs=1)
+    sparser = random_mask(trainer.model, sparsity=0.9, seed=4)
+    keep = {n: trainer.mask.tensors[n] & sparser.tensors[n] for n in trainer.mask.tensors}
+    from tost.sparsity.mask import Mask
+
+    trainer.cfg = dataclasses.replace(trainer.cfg, epochs=2)
+    trainer.set_mask(Mask(keep))
+    trainer.run_epoch()
+    assert trainer.graph.captures == 2
+    weights = {n: p for n, p in trainer.model.named_parameters() if n in keep}
+    assert trainer.mask.violations(weights) == {}

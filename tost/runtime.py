@@ -67,10 +67,14 @@ class Runtime:
         return cls(torch.device("cpu"), None, False, False)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA (no loss scaling needed), nothing elsewhere."""
+        """bf16 autocast on CUDA (no loss scaling needed), nothing elsewhere.
+
+        Without autocast's weight-cast cache, which a CUDA graph capture must not use; a step casts
+        each weight once either way, so nothing is lost.
+        """
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -90,7 +90,7 @@ class Trainer:
     ) -> None:
         """`graphs` captures the steps (default: CUDA graphs when `rt.cuda_graphs`, one process)."""
         self.cfg, self.rt, self.tricks, self.name = cfg, rt, list(tricks), name
-        self.mask = mask
+        self.mask, self.mask_version = mask, 0
         model = model.to(rt.device, memory_format=rt.memory_format)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(data, dcfg, cfg, rt, seed)
         weights = self._weights(model)
@@ -142,6 +142,7 @@ class Trainer:
         mask.apply_(weights)
         self.mask = mask
         self.enforce = Enforcer(mask, weights)
+        self.mask_version += 1  # a captured step enforces the mask it was captured with: capture again
 
     def _wrap(self) -> Callable[[Tensor], Tensor]:
         """What a training step calls: the model, inside DDP when several ranks train, compiled if asked.
@@ -186,10 +187,9 @@ class Trainer:
         return self._step(idx, oy, ox, flips, self.lr)
 
     def graph_key(self) -> Hashable:
-        """What a captured step depends on besides tensor values: which parameters train, and the tricks'."""
-        return tuple(p.requires_grad for p in self.model.parameters()), tuple(
-            t.graph_key() for t in self.tricks
-        )
+        """What a captured step depends on besides tensor values: what trains, the tricks', the mask."""
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        return trainable, tuple(t.graph_key() for t in self.tricks), self.mask_version
 
     def train_epoch(self) -> tuple[float, float, float]:
         """One pass over the training split; returns mean loss, accuracy (%) and seconds."""
