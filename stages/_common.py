@@ -1,23 +1,22 @@
 """What every stage shares: logging, the one-line error for user mistakes, and the process's runtime.
 
-This is glue, not library: it may hold process state (the GPU slot lock) and start processes (the
-torchrun relaunch), which the library never does.
+This is glue, not library: it may hold process state (the GPU slot lock), which the library never
+does; `stages._torchrun` starts processes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import torch
 
 from tost.config import TrainConfig
-from tost.errors import TostError, TrainingError
+from tost.errors import TostError
 from tost.runtime import Runtime
 
 PARAMS = Path("params.yaml")
@@ -51,24 +50,3 @@ def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
             _HELD.append(handle)
             torch.cuda.set_device(index)
     return Runtime.from_config(cfg, nproc, layout)
-
-
-def torchrun_command(nproc: int, module: str, args: Sequence[str]) -> list[str]:
-    """`python -m torch.distributed.run` for one node with `nproc` workers running `python -m module`."""
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-        "-m", module, *args,
-    ]  # fmt: skip
-
-
-def relaunch(nproc: int, module: str, args: Sequence[str]) -> None:
-    """Run `module` again under torchrun with `nproc` workers and wait; a failure is one clear error.
-
-    The workers print their own error lines; this adds the one that says the launch as a whole failed,
-    so the stage still ends with a single `error:` line of its own and a non-zero exit code.
-    """
-    rc = subprocess.run(torchrun_command(nproc, module, args), check=False).returncode
-    if rc != 0:
-        raise TrainingError(
-            f"train.nproc={nproc}: a torchrun worker failed (exit code {rc}); its error is printed above"
-        )

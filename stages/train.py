@@ -9,7 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from stages._common import PARAMS, relaunch, run_stage, runtime
+from stages._common import PARAMS, run_stage, runtime
+from stages._torchrun import relaunch
 from tost import config, data, distributed, models, tricks
 from tost.io import save_tensors, write_csv, write_json
 from tost.resume import ResumeDir, run_identity

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed import _functional_collectives as funcol  # differentiable, traceable by compile
+from torch.nn.parallel import DistributedDataParallel
 
 from tost.errors import TostError, TrainingError
 from tost.runtime import Runtime
@@ -152,6 +153,19 @@ def plain_batchnorm(modules: Sequence[nn.Module]) -> None:
     for m in modules:
         if type(m) is SyncBatchNorm2d:
             m.__class__ = nn.BatchNorm2d
+
+
+def wrap(model: nn.Module, rt: Runtime) -> nn.Module:
+    """What a training step calls: the model, inside DDP when several ranks train, compiled if asked.
+
+    DDP registers the parameters that require gradients when it is built, so the trainer builds it
+    again whenever that set changes (ghost skips freeze their jumps once the gate reaches 0).
+    """
+    net: nn.Module = model
+    if rt.world_size > 1:
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
+    return torch.compile(net) if rt.compile else net
 
 
 def shard_objective(

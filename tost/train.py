@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from tost import distributed
 from tost.config import DataConfig, TrainConfig
@@ -101,24 +100,17 @@ class Trainer:
         self.model = model.to(rt.device, memory_format=rt.memory_format)
         self.weights_trained = count_weights(self.model, mask)
         self.enforce = Enforcer(mask, self._weights(self.model))
-        self.opt = torch.optim.SGD(
-            self.model.parameters(),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
-            weight_decay=cfg.weight_decay,
-        )
+        nesterov = cfg.nesterov and cfg.momentum > 0
+        self.opt = torch.optim.SGD(self.model.parameters(), cfg.lr, cfg.momentum, nesterov=nesterov,
+                                   weight_decay=cfg.weight_decay)  # fmt: skip
         self.sched = make_scheduler(self.opt, cfg)
         self._synced_bn: list[nn.Module] = []
-        self._trainable: list[bool] = []
-        if rt.world_size > 1:
-            # Tricks prepared on whole batches, exactly as one process would; from here on each rank
-            # trains and evaluates on its shard, with global-batch BN statistics.
+        if rt.world_size > 1:  # tricks were prepared on whole batches; from here on each rank has a shard
             distributed.assert_same(mask.tensors, rt.device, f"{name}: mask", MaskError)
             self._synced_bn = distributed.sync_batchnorm(self.model)
             for loader in (self.train_loader, self.val_loader, self.test_loader):
                 loader.set_shard(rt.rank, rt.world_size)
-        self.forward = self._wrap()
+        self._rewrap()
         self.loss = _loss_fn(self.tricks)
         if graphs is None and rt.cuda_graphs and rt.world_size == 1:
             graphs = CudaGraphs()
@@ -144,18 +136,10 @@ class Trainer:
         self.enforce = Enforcer(mask, weights)
         self.mask_version += 1  # a captured step enforces the mask it was captured with: capture again
 
-    def _wrap(self) -> Callable[[Tensor], Tensor]:
-        """What a training step calls: the model, inside DDP when several ranks train, compiled if asked.
-
-        DDP registers the parameters that require gradients when it is built, so it is built again
-        whenever that set changes (ghost skips freeze their jumps once the gate reaches 0).
-        """
-        net: nn.Module = self.model
-        if self.rt.world_size > 1:
-            self._trainable = [p.requires_grad for p in self.model.parameters()]
-            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
-            net = DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
-        return torch.compile(net) if self.rt.compile else net
+    def _rewrap(self) -> None:
+        """(Re)build what a step calls; DDP registers the parameters that train when it is built."""
+        self.forward = distributed.wrap(self.model, self.rt)
+        self._trainable = [p.requires_grad for p in self.model.parameters()]
 
     def _weights(self, model: nn.Module) -> dict[str, Tensor]:
         params = dict(model.named_parameters())
@@ -197,7 +181,7 @@ class Trainer:
         for t in self.tricks:
             t.on_epoch_start(epoch, self.cfg.epochs, model)
         if rt.world_size > 1 and [p.requires_grad for p in model.parameters()] != self._trainable:
-            self.forward = self._wrap()
+            self._rewrap()
         model.train()
         self.sums.reset()
         lr = self.opt.param_groups[0]["lr"]
