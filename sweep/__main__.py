@@ -111,9 +111,8 @@ def write_table(
     df = aggregate(runs, variants, report.methods)
     m, d = params.model, params.data
     setting = f"{m.arch} (width {m.width}) on {d.name}, {params.train.epochs} epochs"
-    md = to_markdown(
-        df, variants, report.methods, setting + (f" (presets: {', '.join(presets)})" if presets else "")
-    )
+    title = setting + (f" (presets: {', '.join(presets)})" if presets else "")
+    md = to_markdown(df, variants, report.methods, title, report.metric)
     write_outputs(df, md, Path(f"{stem}.csv"), Path(f"{stem}.md"))
     gain_heatmap(df, variants, report.methods, Path(f"{stem}-gain.png"))
     if len(report.sparsities) > 1:

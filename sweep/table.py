@@ -138,7 +138,16 @@ def _label(rows: pd.DataFrame, method: str) -> str:
     return f"{label} † {collapsed}/{seeds}" if collapsed else label
 
 
-def to_markdown(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str], title: str) -> str:
+METRICS = {
+    "test_acc": "test accuracy at the best validation epoch",
+    "final_test_acc": "test accuracy at the last epoch",
+    "best_val_acc": "best validation accuracy",
+}
+
+
+def to_markdown(
+    df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str], title: str, metric: str = "test_acc"
+) -> str:
     """One table per sparsity: rows in the paper's method order, a column per variant."""
     lines = [f"# {title}", ""]
     for sparsity in sorted(df.sparsity.unique()):
@@ -152,9 +161,9 @@ def to_markdown(df: pd.DataFrame, variants: Sequence[str], methods: Sequence[str
             lines.append(f"| {_label(rows, method)} | " + " | ".join(cells) + " |")
         lines += ["", _weights_line(part, variants), ""]
     lines += [
-        "Cells: test accuracy (%) mean ± std over seeds (number of seeds), then the gain over `baseline`",
-        "averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the paired gains",
-        "(always, with one seed). Every cell's experiments are listed in the CSV (`experiments`).",
+        f"Cells: {METRICS[metric]} (%), mean ± std over seeds (number of seeds), then the gain over",
+        "`baseline` averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the paired",
+        "gains (always, with one seed). Every cell's experiments are listed in the CSV (`experiments`).",
     ]
     if (df.collapsed_seeds > 0).any():
         lines.append(

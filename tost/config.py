@@ -203,7 +203,7 @@ class ReportConfig:
     lt_rate: float
     jobs: int
     per_gpu: int
-    metric: Literal["test_acc", "final_test_acc"]
+    metric: Literal["test_acc", "final_test_acc", "best_val_acc"]
 
     def __post_init__(self) -> None:
         methods = tuple(ALIASES.get(m, m) for m in self.methods)
