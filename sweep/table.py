@@ -162,8 +162,8 @@ def to_markdown(
         lines += ["", _weights_line(part, variants), ""]
     lines += [
         f"Cells: {METRICS[metric]} (%), mean ± std over seeds (number of seeds), then the gain over",
-        "`baseline` averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the paired",
-        "gains (always, with one seed). Every cell's experiments are listed in the CSV (`experiments`).",
+        "`baseline` averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the",
+        "paired gains (always, with one seed). Each cell's experiments are in the CSV (`experiments`).",
     ]
     if (df.collapsed_seeds > 0).any():
         lines.append(
