@@ -8,10 +8,12 @@
     into every conv gradient, per step.
 (b) **Scoring**: every method in `tost.sparsity.methods.METHODS` except `file`, on the CIFAR variant
     of ResNet-18 (width configurable), through `find_mask` exactly as the mask stage calls it. Methods
-    that train a dense network (magnitude, gmp, lt) run `--pretrain-epochs` epochs of `--images`
-    random images; their time is split into training (measured inside the train function) and the
-    rest (scoring and selection), and they are marked training-dominated: at real settings their cost
-    is `pretrain_epochs` (× rounds for lt) epochs of training, see bench_train for an epoch's time.
+    that train (gmp, and lt's rounds after the first) run `--dense-epochs` epochs of `--images` random
+    images; their time is split into training (measured inside the train function) and the rest
+    (scoring and selection), and they are marked training-dominated: at real settings their cost is
+    `dense.epochs` (× rounds - 1 for lt) epochs of training, see bench_train for an epoch's time.
+    magnitude, taylor and lt's first round score the dense stage's network, trained once per seed
+    (here the init stands for it: its training is the dense stage's, not the method's).
 
 Usage: python -m benchmarks.bench_mask [--width 64] [--batches 10] [--batch-size 128] [--device auto]
 On a small CPU: python -m benchmarks.bench_mask --width 16 --batches 2 --batch-size 64 --images 512
@@ -41,8 +43,8 @@ from tost.sparsity.methods import METHODS
 from tost.train import Trainer
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-TRAINING = ("magnitude", "gmp", "lt")
-DATA = DataConfig("digits", "", False, 0.1, 0.2, 4, True)  # crop 4 and flip, as for CIFAR
+TRAINING = ("gmp", "lt")
+DATA = DataConfig("digits", "", False, 0.1, 0.2, 0, 4, True)  # crop 4 and flip, as for CIFAR
 
 
 def sync(dev: torch.device) -> None:
@@ -77,7 +79,7 @@ def timed(fn: Callable[[], Any], dev: torch.device, reps: int) -> float:
 
 def enforcement(args: argparse.Namespace, rt: Runtime, train_cfg: config.TrainConfig) -> None:
     data = random_data(args.images)
-    dcfg = DataConfig("digits", "", False, 0.1, 0.2, 4, True)
+    dcfg = DataConfig("digits", "", False, 0.1, 0.2, 0, 4, True)
     cfg = dataclasses.replace(train_cfg, epochs=2, batch_size=args.step_batch_size, nproc=1)
     torch.manual_seed(0)
     net = build("resnet20", 10, (3, 32, 32), 16)
@@ -118,10 +120,13 @@ def scoring(args: argparse.Namespace, rt: Runtime, p: config.Params) -> None:
     for name in (n for n in METHODS if n != "file" and (not args.methods or n in args.methods)):
         prune = dataclasses.replace(
             p.prune, method=name, sparsity=0.9, rounds=args.lt_rounds if name == "lt" else 1, scope="global",
-            batches=args.batches, batch_size=args.batch_size, pretrain_epochs=args.pretrain_epochs,
+            batches=args.batches, batch_size=args.batch_size,
         )  # fmt: skip
         train = dataclasses.replace(p.train, batch_size=args.batch_size, nproc=1)
-        params = dataclasses.replace(p, prune=prune, train=train, data=DATA, prune_options=options)
+        dense_cfg = dataclasses.replace(p.dense, epochs=args.dense_epochs)
+        params = dataclasses.replace(
+            p, prune=prune, train=train, data=DATA, prune_options=options, dense=dense_cfg
+        )
         torch.manual_seed(0)
         model = build("resnet18", 10, (3, 32, 32), args.width)
         ctx = context(params, data, model, rt)
@@ -141,7 +146,7 @@ def scoring(args: argparse.Namespace, rt: Runtime, p: config.Params) -> None:
         total = time.perf_counter() - start
         note = ""
         if name in TRAINING:
-            epochs = args.pretrain_epochs * (args.lt_rounds if name == "lt" else 1)
+            epochs = args.dense_epochs * (args.lt_rounds - 1 if name == "lt" else 1)
             note = f"training-dominated: {epochs} epoch(s) of {args.images} images"
         elif name in ("taylor", "snip", "grasp"):
             note = f"{args.batches} batches of {args.batch_size}"
@@ -164,7 +169,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128, help="(b): scorers' and pre-training batch")
     ap.add_argument("--step-batch-size", type=int, default=128, help="(a): the training step's batch")
     ap.add_argument("--images", type=int, default=2048, help="random training images")
-    ap.add_argument("--pretrain-epochs", type=int, default=1, help="dense epochs of magnitude, gmp, lt")
+    ap.add_argument("--dense-epochs", type=int, default=1, help="epochs of each run gmp and lt train")
     ap.add_argument("--lt-rounds", type=int, default=2)
     ap.add_argument("--synflow-iters", type=int, default=0, help="0: params.yaml's prune.synflow.iters")
     ap.add_argument("--methods", nargs="*", help="only these methods in (b)")
