@@ -159,3 +159,11 @@ def test_a_run_carries_the_number_of_empty_layers_of_its_mask(raw_params):
     (exp,) = dvc.parse_exp_show(exp_show([{"name": "e", "params": cell.params, "metrics": metrics}]))
     run = plan.as_run(exp, config.parse(exp.params), variants, "test_acc")
     assert run.empty_layers == 2
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_parses_and_is_documented(raw_params, path):
+    """A preset is only found by reading docs/table.md, and a bad key would fail mid-sweep."""
+    preset = yaml.safe_load(path.read_text())
+    config.parse(plan.override(raw_params, plan.flatten(preset), path.stem))
+    assert f"| `{path.stem}` |" in (ROOT / "docs" / "table.md").read_text()
