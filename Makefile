@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro table fashion test lint format pytest clean-venv
+.PHONY: venv repro table study fashion test lint format pytest clean-venv
 
 venv: $(STAMP)
 
@@ -31,6 +31,24 @@ repro: venv
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)
 table: venv
 	$(BIN)/python -m sweep $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) $(TABLE_ARGS)
+
+## make study: the README's schedule study on the CPU: the schedule-study cells under the default
+##   trick windows and the early, late and upstream presets (test and validation tables), then the
+##   side-by-side comparison metrics/schedule-study{,-val}.{md,png}; finished experiments are reused
+STUDY := fashion fashion-cpu schedule-study
+SCHEDULES := early late upstream
+STUDY_CSV = metrics/table-$(subst $() ,-,$(STUDY))$(if $(1),-$(1))$(2).csv
+study: venv
+	$(BIN)/python -m sweep $(addprefix --preset ,$(STUDY)) --all-commits $(TABLE_ARGS)
+	$(BIN)/python -m sweep $(addprefix --preset ,$(STUDY)) --preset val --no-run --all-commits
+	for s in $(SCHEDULES); do \
+		$(BIN)/python -m sweep $(addprefix --preset ,$(STUDY)) --preset $$s --all-commits $(TABLE_ARGS) && \
+		$(BIN)/python -m sweep $(addprefix --preset ,$(STUDY)) --preset $$s --preset val --no-run --all-commits \
+		|| exit 1; done
+	$(BIN)/python -m sweep.compare --out metrics/schedule-study --title "Schedule study: test accuracy" \
+		default=$(call STUDY_CSV) $(foreach s,$(SCHEDULES),$(s)=$(call STUDY_CSV,$(s)))
+	$(BIN)/python -m sweep.compare --out metrics/schedule-study-val --title "Schedule study: validation accuracy" \
+		default=$(call STUDY_CSV,,-val) $(foreach s,$(SCHEDULES),$(s)=$(call STUDY_CSV,$(s),-val))
 
 ## make fashion: install Fashion-MNIST (Debian's dataset-fashion-mnist, 31 MB) when it is missing,
 ##   then print the command that trains one experiment of the fashion preset on it

@@ -1,0 +1,147 @@
+"""`python -m sweep.compare`: one trick's gain under several settings, side by side, from sweep tables.
+
+A schedule study (README, "Does ToST help?") runs the same cells under several trick settings, one
+`python -m sweep` table each. Choosing between the settings means reading the same gain across
+those tables; this puts them in one table and one plot. It reads the tables' CSVs only, so the
+comparison is exactly what the committed tables say.
+
+A setting whose evaluated network has more weights than `baseline` (tricks kept to the end, as the
+original code ran them) is marked: its gain is not that of the plain sparse network.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from sweep.table import LABELS
+from tost.io import atomic_path, write_text
+
+COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
+
+
+def load(settings: dict[str, Path]) -> pd.DataFrame:
+    """The named tables in one long frame, with a `setting` column; refuses tables of different cells."""
+    frames = []
+    for name, path in settings.items():
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: {path}: no such table (run `python -m sweep` first)")
+        df = pd.read_csv(path)
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{name}: {path}: not a sweep table (no column {', '.join(missing)})")
+        frames.append(df[COLUMNS].assign(setting=name))
+    both = pd.concat(frames, ignore_index=True)
+    cells = {name: set(zip(g.method, g.sparsity, strict=True)) for name, g in both.groupby("setting")}
+    first, *rest = settings
+    for name in rest:
+        if cells[name] != cells[first]:
+            raise ValueError(f"{name} and {first} do not cover the same methods and sparsities")
+    return both
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and trick: the mean gain over the cells, and whether its network is larger."""
+    base = df[df.variant == "baseline"].set_index(["setting", "method", "sparsity"]).weights_evaluated
+    tricks = df[df.variant != "baseline"].copy()
+    keys = list(zip(tricks.setting, tricks.method, tricks.sparsity, strict=True))
+    tricks["larger"] = tricks.weights_evaluated.to_numpy() > base.loc[keys].to_numpy()
+    return tricks.groupby(["setting", "variant"], sort=False).agg(
+        gain=("gain", "mean"), larger=("larger", "any"), n_seeds=("n_seeds", "min")
+    )
+
+
+def _gain(row: pd.Series) -> str:
+    return f"{row.gain:+.2f}{'~' if row.within_noise else ''}"
+
+
+def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
+    """Variants as rows, settings as columns: each cell's gain per method, then their mean in bold."""
+    means = summary(df)
+    cells = df[["method", "sparsity"]].drop_duplicates().sort_values(["sparsity", "method"])
+    order = [(m, s) for m, s in zip(cells.method, cells.sparsity, strict=True)]
+    names = ", ".join(f"{LABELS.get(m, m)} {s:g}" for m, s in order)
+    lines = [f"# {title}", "", f"Gain over `baseline` per cell ({names}), then their mean.", ""]
+    lines += ["| variant | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    base = df[df.variant == "baseline"].set_index(["setting", "method", "sparsity"])
+    row = [" / ".join(f"{base.loc[(s, m, sp), 'mean']:.2f}" for m, sp in order) for s in settings]
+    lines.append("| baseline (accuracy) | " + " | ".join(row) + " |")
+    for variant in [v for v in dict.fromkeys(df.variant) if v != "baseline"]:
+        part = df[df.variant == variant].set_index(["setting", "method", "sparsity"])
+        row = []
+        for s in settings:
+            each = " / ".join(_gain(part.loc[(s, m, sp)]) for m, sp in order)
+            mark = " ‡" if means.loc[(s, variant), "larger"] else ""
+            row.append(f"{each} → **{means.loc[(s, variant), 'gain']:+.2f}**{mark}")
+        lines.append(f"| {variant} | " + " | ".join(row) + " |")
+    seeds = int(df.n_seeds.min())
+    lines += [
+        "",
+        f"At least {seeds} seeds per cell. `~`: within noise (|gain| < 2 × std of the paired gains). "
+        "‡: evaluated with more weights than `baseline` (jumps kept in the final network), so not the "
+        "plain sparse network's gain.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def bar_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str) -> None:
+    """Mean gain per trick, one bar per setting; hatched bars are evaluated with extra weights."""
+    means = summary(df)
+    variants = [v for v in dict.fromkeys(df.variant) if v != "baseline"]
+    width = 0.8 / len(settings)
+    fig, ax = plt.subplots(figsize=(1.3 * len(variants) + 2.5, 3.4))
+    x = np.arange(len(variants))
+    for i, s in enumerate(settings):
+        gains = [means.loc[(s, v), "gain"] for v in variants]
+        bars = ax.bar(x + (i - (len(settings) - 1) / 2) * width, gains, width, label=s)
+        for bar, v in zip(bars, variants, strict=True):
+            if means.loc[(s, v), "larger"]:
+                bar.set_hatch("//")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, variants, rotation=20, ha="right")
+    ax.set_ylabel("mean gain over baseline (points)")
+    ax.set_title(f"{title}\nhatched: evaluated with the jumps kept (more weights)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def parse_setting(text: str) -> tuple[str, Path]:
+    """One positional argument, NAME=path/to/table.csv: the name heads its column."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=TABLE.csv")
+    return name, Path(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Read the named tables, write OUT.md and OUT.png."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("settings", nargs="+", type=parse_setting, help="NAME=TABLE.csv, in column order")
+    ap.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.png")
+    ap.add_argument("--title", default="Schedule study", help="first line of the table and the plot")
+    args = ap.parse_args(argv)
+    settings = dict(args.settings)
+    try:
+        df = load(settings)
+    except (FileNotFoundError, ValueError) as e:
+        ap.exit(2, f"sweep.compare: {e}\n")
+    write_text(Path(f"{args.out}.md"), to_markdown(df, list(settings), args.title))
+    bar_plot(df, list(settings), Path(f"{args.out}.png"), args.title)
+    print(f"sweep.compare: wrote {args.out}.md, {args.out}.png")
+
+
+if __name__ == "__main__":
+    main()

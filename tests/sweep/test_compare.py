@@ -1,0 +1,74 @@
+"""Comparing one trick's gain across several sweep tables (the schedule study)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sweep import compare
+
+
+def row(method: str, variant: str, n_seeds: int, gain: float, noisy: bool, evaluated: int) -> dict:
+    """One line of a sweep CSV, with the columns the comparison reads."""
+    return dict(method=method, sparsity=0.95, variant=variant, n_seeds=n_seeds, mean=70.0 + gain,
+                gain=gain, within_noise=noisy, weights_evaluated=evaluated)  # fmt: skip
+
+
+def table(path, gains: dict[str, tuple[float, ...]], evaluated: int = 100, methods=("random", "snip")):
+    """A sweep CSV: baseline at 70/71 %, each variant's gain per method, its evaluated weights."""
+    rows = []
+    for i, method in enumerate(methods):
+        rows.append({**row(method, "baseline", 2, float("nan"), False, 100), "mean": 70.0 + i})
+        rows += [row(method, v, 3, g[i], i == 1, evaluated) for v, g in gains.items()]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_each_setting_is_a_column_with_per_cell_gains_and_their_mean(tmp_path):
+    a = table(tmp_path / "a.csv", {"ghost_skip": (-4.0, -1.0), "tost": (1.0, 2.0)})
+    b = table(tmp_path / "b.csv", {"ghost_skip": (-1.0, 0.0), "tost": (0.5, 0.5)}, evaluated=300)
+    df = compare.load({"default": a, "upstream": b})
+    md = compare.to_markdown(df, ["default", "upstream"], "Study")
+    assert "| variant | default | upstream |" in md
+    assert "| baseline (accuracy) | 70.00 / 71.00 | 70.00 / 71.00 |" in md
+    assert "| ghost_skip | -4.00 / -1.00~ → **-2.50** | -1.00 / +0.00~ → **-0.50** ‡ |" in md
+    assert "| tost | +1.00 / +2.00~ → **+1.50** | +0.50 / +0.50~ → **+0.50** ‡ |" in md
+    assert "RP 0.95, SNIP 0.95" in md and "At least 2 seeds" in md
+
+
+def test_main_writes_the_table_and_the_plot(tmp_path, capsys):
+    a = table(tmp_path / "a.csv", {"tost": (1.0, 2.0)})
+    b = table(tmp_path / "b.csv", {"tost": (0.5, 0.5)}, evaluated=300)
+    out = tmp_path / "cmp"
+    compare.main([f"default={a}", f"upstream={b}", "--out", str(out), "--title", "T"])
+    assert (tmp_path / "cmp.md").read_text().startswith("# T")
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in capsys.readouterr().out
+
+
+def not_a_table(path):
+    pd.DataFrame({"method": ["random"]}).to_csv(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "none.csv", "no such table"),
+        (lambda p: not_a_table(p / "x.csv"), "not a sweep table"),
+        (lambda p: table(p / "x.csv", {"tost": (1.0,)}, methods=("random",)), "do not cover the same"),
+    ],
+)
+def test_bad_tables_are_refused_in_one_line(tmp_path, capsys, make, message):
+    good = table(tmp_path / "good.csv", {"tost": (1.0, 2.0)})
+    with pytest.raises(SystemExit) as e:
+        compare.main([f"a={good}", f"b={make(tmp_path)}", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_setting_must_be_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare.main(["table.csv", "--out", str(tmp_path / "o")])
+    assert "expected NAME=TABLE.csv" in capsys.readouterr().err
