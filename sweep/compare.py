@@ -7,6 +7,10 @@ comparison is exactly what the committed tables say.
 
 A setting whose evaluated network has more weights than `baseline` (tricks kept to the end, as the
 original code ran them) is marked: its gain is not that of the plain sparse network.
+
+Tables that record each seed's accuracy (the `seeds` and `values` columns) are also compared with the
+first setting seed by seed: a seed gives the same mask and init under every setting, so the paired
+difference isolates the setting and its noise can be judged as the tables judge gains.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sweep.table import LABELS
 from tost.io import atomic_path, write_text
 
 COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
+PER_SEED = ["seeds", "values"]  # optional: tables made before they were recorded lack them
 
 
 def load(settings: dict[str, Path]) -> pd.DataFrame:
@@ -34,11 +39,11 @@ def load(settings: dict[str, Path]) -> pd.DataFrame:
     for name, path in settings.items():
         if not path.exists():
             raise FileNotFoundError(f"{name}: {path}: no such table (run `python -m sweep` first)")
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={c: str for c in PER_SEED})
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"{name}: {path}: not a sweep table (no column {', '.join(missing)})")
-        frames.append(df[COLUMNS].assign(setting=name))
+        frames.append(df.reindex(columns=COLUMNS + PER_SEED).assign(setting=name))
     both = pd.concat(frames, ignore_index=True)
     cells = {name: set(zip(g.method, g.sparsity, strict=True)) for name, g in both.groupby("setting")}
     first, *rest = settings
@@ -57,6 +62,55 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return tricks.groupby(["setting", "variant"], sort=False).agg(
         gain=("gain", "mean"), larger=("larger", "any"), n_seeds=("n_seeds", "min")
     )
+
+
+def _per_seed(seeds: object, values: object) -> dict[int, float]:
+    """A cell's accuracy by seed, from the table's space-separated columns; empty where not recorded."""
+    if not isinstance(seeds, str) or not isinstance(values, str):
+        return {}
+    return {int(s): float(v) for s, v in zip(seeds.split(), values.split(), strict=True)}
+
+
+def versus(df: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per setting and trick: its accuracy minus the reference setting's, over the (cell, seed) pairs.
+
+    Returns mean, std and count of the differences; settings without per-seed values have no rows.
+    """
+    ref = {
+        (r.method, r.sparsity, r.variant): _per_seed(r.seeds, r.values)
+        for r in df[df.setting == reference].itertuples()
+    }
+    diffs = []
+    for r in df[(df.setting != reference) & (df.variant != "baseline")].itertuples():
+        mine, theirs = _per_seed(r.seeds, r.values), ref.get((r.method, r.sparsity, r.variant), {})
+        diffs += [(r.setting, r.variant, mine[s] - theirs[s]) for s in sorted(mine.keys() & theirs.keys())]
+    frame = pd.DataFrame(diffs, columns=["setting", "variant", "delta"])
+    return frame.groupby(["setting", "variant"])["delta"].agg(["mean", "std", "count"])
+
+
+def _versus_markdown(df: pd.DataFrame, settings: Sequence[str]) -> list[str]:
+    """The paired differences against the first setting, one column per other setting."""
+    reference, others = settings[0], settings[1:]
+    diffs = versus(df, reference)
+    lines = [
+        f"Against `{reference}`, paired by cell and seed (the same mask and init): the trick's accuracy "
+        f"minus its accuracy under `{reference}`, mean ± std (pairs); `~`: within noise (|mean| < 2 × std). "
+        "— : the table has no per-seed values.",
+        "",
+        "| variant | " + " | ".join(others) + " |",
+        "|---" * (len(others) + 1) + "|",
+    ]
+    for variant in [v for v in dict.fromkeys(df.variant) if v != "baseline"]:
+        row = []
+        for s in others:
+            if (s, variant) not in diffs.index:
+                row.append("—")
+                continue
+            d = diffs.loc[(s, variant)]
+            noisy = not abs(d["mean"]) >= 2 * d["std"]  # NaN std (one pair): within noise
+            row.append(f"{d['mean']:+.2f}{'~' if noisy else ''} ± {d['std']:.2f} ({int(d['count'])})")
+        lines.append(f"| {variant} | " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def _gain(row: pd.Series) -> str:
@@ -90,6 +144,8 @@ def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
         "plain sparse network's gain.",
         "",
     ]
+    if len(settings) > 1:
+        lines += _versus_markdown(df, settings)
     return "\n".join(lines)
 
 

@@ -89,6 +89,7 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
                     "variant": variant,
                     "n_seeds": len(values),
                     "seeds": " ".join(str(r.seed) for r in have),
+                    "values": " ".join(f"{v:.4f}" for v in values),  # per seed: lets settings be paired
                     "mean": float(np.mean(values)) if values else math.nan,
                     "std": _std(values),
                     "gain": gain,

@@ -72,3 +72,36 @@ def test_a_setting_must_be_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compare.main(["table.csv", "--out", str(tmp_path / "o")])
     assert "expected NAME=TABLE.csv" in capsys.readouterr().err
+
+
+def with_seeds(path, per_seed: dict[tuple[str, str], dict[int, float]]):
+    """Adds the per-seed columns to a sweep CSV: (method, variant) -> {seed: accuracy}."""
+    df = pd.read_csv(path)
+    cells = [per_seed.get((m, v), {}) for m, v in zip(df.method, df.variant, strict=True)]
+    df["seeds"] = [" ".join(str(s) for s in c) for c in cells]
+    df["values"] = [" ".join(f"{a:.4f}" for a in c.values()) for c in cells]
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_settings_are_compared_with_the_first_seed_by_seed(tmp_path):
+    gains = {"ghost_skip": (-4.0, -1.0), "tost": (1.0, 2.0)}
+    default = with_seeds(table(tmp_path / "d.csv", gains), {
+        ("random", "ghost_skip"): {0: 60.0, 1: 62.0, 2: 50.0}, ("snip", "ghost_skip"): {0: 70.0, 1: 70.0},
+        ("random", "tost"): {0: 70.0, 1: 70.0}, ("snip", "tost"): {0: 71.0, 1: 72.0},
+    })  # fmt: skip
+    early = with_seeds(table(tmp_path / "e.csv", gains), {
+        ("random", "ghost_skip"): {0: 64.0, 1: 65.0}, ("snip", "ghost_skip"): {0: 72.0, 1: 73.0},
+        ("random", "tost"): {0: 71.0, 1: 69.0}, ("snip", "tost"): {0: 71.0, 1: 72.0},
+    })  # fmt: skip
+    old = table(tmp_path / "o.csv", gains)  # made before per-seed values were recorded
+    df = compare.load({"default": default, "early": early, "old": old})
+    diffs = compare.versus(df, "default")
+    ghost = diffs.loc[("early", "ghost_skip")]
+    assert ghost["mean"] == pytest.approx(3.0) and ghost["count"] == 4  # +4 +3 +2 +3; seed 2 has no pair
+    assert ("old", "ghost_skip") not in diffs.index
+    md = compare.to_markdown(df, ["default", "early", "old"], "Study")
+    assert "Against `default`, paired by cell and seed" in md
+    assert "| variant | early | old |" in md
+    assert "| ghost_skip | +3.00 ± 0.82 (4) | — |" in md  # 3.00 >= 2 * 0.82: beyond noise
+    assert "| tost | +0.00~ ± 0.82 (4) | — |" in md  # +1 -1 0 0

@@ -31,6 +31,7 @@ def test_aggregate_means_stds_and_paired_gains():
     assert base["std"] == pytest.approx(math.sqrt(2.0))
     assert base["n_seeds"] == 2
     assert base["experiments"] == "r0 r1"
+    assert base["seeds"] == "0 1" and base["values"] == "90.0000 92.0000"  # paired by seed across tables
     tost = row(df, "random", "tost")
     assert tost["gain"] == pytest.approx(4.5)  # paired: (5 + 4) / 2
     assert tost["gain_std"] == pytest.approx(math.sqrt(0.5))
