@@ -107,7 +107,9 @@ def _versus_markdown(df: pd.DataFrame, settings: Sequence[str]) -> list[str]:
                 row.append("—")
                 continue
             d = diffs.loc[(s, variant)]
-            noisy = not abs(d["mean"]) >= 2 * d["std"]  # NaN std (one pair): within noise
+            # NaN std (one pair) is within noise, and so is no difference at all (a trick the setting
+            # does not touch, such as lrsi under a schedule change)
+            noisy = d["mean"] == 0 or not abs(d["mean"]) >= 2 * d["std"]
             row.append(f"{d['mean']:+.2f}{'~' if noisy else ''} ± {d['std']:.2f} ({int(d['count'])})")
         lines.append(f"| {variant} | " + " | ".join(row) + " |")
     return [*lines, ""]

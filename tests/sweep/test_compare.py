@@ -85,14 +85,16 @@ def with_seeds(path, per_seed: dict[tuple[str, str], dict[int, float]]):
 
 
 def test_settings_are_compared_with_the_first_seed_by_seed(tmp_path):
-    gains = {"ghost_skip": (-4.0, -1.0), "tost": (1.0, 2.0)}
+    gains = {"ghost_skip": (-4.0, -1.0), "tost": (1.0, 2.0), "lrsi": (0.0, 0.0)}
     default = with_seeds(table(tmp_path / "d.csv", gains), {
         ("random", "ghost_skip"): {0: 60.0, 1: 62.0, 2: 50.0}, ("snip", "ghost_skip"): {0: 70.0, 1: 70.0},
         ("random", "tost"): {0: 70.0, 1: 70.0}, ("snip", "tost"): {0: 71.0, 1: 72.0},
+        ("random", "lrsi"): {0: 66.0, 1: 67.0}, ("snip", "lrsi"): {0: 68.0, 1: 69.0},
     })  # fmt: skip
     early = with_seeds(table(tmp_path / "e.csv", gains), {
         ("random", "ghost_skip"): {0: 64.0, 1: 65.0}, ("snip", "ghost_skip"): {0: 72.0, 1: 73.0},
         ("random", "tost"): {0: 71.0, 1: 69.0}, ("snip", "tost"): {0: 71.0, 1: 72.0},
+        ("random", "lrsi"): {0: 66.0, 1: 67.0}, ("snip", "lrsi"): {0: 68.0, 1: 69.0},
     })  # fmt: skip
     old = table(tmp_path / "o.csv", gains)  # made before per-seed values were recorded
     df = compare.load({"default": default, "early": early, "old": old})
@@ -105,3 +107,4 @@ def test_settings_are_compared_with_the_first_seed_by_seed(tmp_path):
     assert "| variant | early | old |" in md
     assert "| ghost_skip | +3.00 ± 0.82 (4) | — |" in md  # 3.00 >= 2 * 0.82: beyond noise
     assert "| tost | +0.00~ ± 0.82 (4) | — |" in md  # +1 -1 0 0
+    assert "| lrsi | +0.00~ ± 0.00 (4) | — |" in md  # untouched by the setting: no difference at all
