@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sweep.table import LABELS
+from sweep.table import LABELS, within_noise
 from tost.io import atomic_path, write_text
 
 COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
@@ -107,9 +107,8 @@ def _versus_markdown(df: pd.DataFrame, settings: Sequence[str]) -> list[str]:
                 row.append("—")
                 continue
             d = diffs.loc[(s, variant)]
-            # NaN std (one pair) is within noise, and so is no difference at all (a trick the setting
-            # does not touch, such as lrsi under a schedule change)
-            noisy = d["mean"] == 0 or not abs(d["mean"]) >= 2 * d["std"]
+            # no difference at all (a trick the setting does not touch, such as lrsi) is noise too
+            noisy = d["mean"] == 0 or within_noise(d["mean"], d["std"])
             row.append(f"{d['mean']:+.2f}{'~' if noisy else ''} ± {d['std']:.2f} ({int(d['count'])})")
         lines.append(f"| {variant} | " + " | ".join(row) + " |")
     return [*lines, ""]

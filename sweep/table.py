@@ -58,6 +58,11 @@ def _std(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
+def within_noise(mean: float, std: float) -> bool:
+    """A paired mean is noise unless at least twice the std of its pairs; NaN std (one pair) is noise."""
+    return not abs(mean) >= 2 * std
+
+
 def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (method, sparsity, variant): mean, std, seeds, the gain over baseline and its noise.
 
@@ -80,7 +85,7 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
             paired = [r.accuracy[variant] - r.accuracy["baseline"] for r in have if "baseline" in r.accuracy]
             gain = float(np.mean(paired)) if paired and variant != "baseline" else math.nan
             gain_std = _std(paired) if variant != "baseline" else math.nan
-            noisy = variant != "baseline" and bool(paired) and not abs(gain) >= 2 * gain_std  # NaN std: noisy
+            noisy = variant != "baseline" and bool(paired) and within_noise(gain, gain_std)
             rows.append(
                 {
                     "method": method,
