@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro table study fashion test lint format pytest clean-venv
+.PHONY: venv repro exps table study fashion test lint format pytest clean-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ repro: venv
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/dvc repro
 	@echo "results: metrics/results.md"
 	@cat metrics/results.md
+
+## make exps: `dvc exp show` in one screen: each experiment and commit, every variant's test accuracy
+##   side by side, and only the params that differ (EXPS_ARGS="-A": every commit's experiments;
+##   EXPS_ARGS="--metric best_val_acc": another headline metric)
+exps: venv
+	@$(BIN)/python -m sweep.exps $(EXPS_ARGS)
 
 ## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)

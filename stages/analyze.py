@@ -4,15 +4,14 @@ import argparse
 from pathlib import Path
 
 from stages._common import PARAMS, run_stage, runtime
-from tost import analysis, config, data, models, tricks
-from tost.io import write_json
+from tost import analysis, config, data, metrics, models, tricks
 from tost.loader import eval_loaders
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("variant")
-    for name in ("data", "ckpt", "metrics", "plot"):
+    for name in ("data", "ckpt", "metrics", "detail", "plot"):
         ap.add_argument(f"--{name}", type=Path, required=True)
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
@@ -22,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     model = models.from_file(args.ckpt, p.model, prepared.num_classes, prepared.shape, rebuild).to(rt.device)
     _, test = eval_loaders(prepared, p.train.eval_batch_size, rt)
     stats, samples = analysis.activation_stats(model, test, p.analysis.batches, p.analysis.near_zero, rt)
-    write_json(args.metrics, {"variant": args.variant, **analysis.summary(stats), "layers": stats})
+    record = {"variant": args.variant, **analysis.summary(stats), "layers": stats}
+    metrics.write(record, metrics.ANALYSIS, args.metrics, args.detail)
     analysis.plot_histograms(samples, stats, p.analysis.bins, args.plot)
 
 

@@ -8,15 +8,15 @@ import argparse
 from pathlib import Path
 
 from stages._common import PARAMS, run_stage, runtime
-from tost import config, data, dense
-from tost.io import save_tensors, write_json
+from tost import config, data, dense, metrics
+from tost.io import save_tensors
 from tost.resume import ResumeDir, run_identity
 from tost.sparsity.mask import measured_stats, prunable
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "out", "metrics"):
+    for name in ("data", "out", "metrics", "detail"):
         ap.add_argument(f"--{name}", type=Path, required=True)
     ap.add_argument("--resume", type=Path, help="folder for the resume file (kept outside DVC's outs)")
     args = ap.parse_args(argv)
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out / "init.pt", {"format": "tost-init/1", **meta, "state_dict": dense.cpu_state(model)}
     )
     trained = args.out / "trained.pt"
-    metrics = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
+    record = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
     if p.dense.epochs == 0:
         trained.unlink(missing_ok=True)  # no dense network: the methods prune the initialisation
     else:
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         save_tensors(
             trained, {"format": "tost-checkpoint/1", **meta, "variant": "dense", "state_dict": state}
         )
-        metrics.update(result.summary)
-    write_json(args.metrics, metrics)
+        record.update(result.summary)
+    metrics.write(record, metrics.DENSE, args.metrics, args.detail)
 
 
 if __name__ == "__main__":

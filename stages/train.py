@@ -11,8 +11,8 @@ from pathlib import Path
 
 from stages._common import PARAMS, run_stage, runtime
 from stages._torchrun import relaunch
-from tost import config, data, distributed, models, tricks
-from tost.io import save_tensors, write_csv, write_json
+from tost import config, data, distributed, metrics, models, tricks
+from tost.io import save_tensors, write_csv
 from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 from tost.sparsity.mask import Mask
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("variant")
-    for name in ("data", "mask", "init", "ckpt", "metrics", "curve", "resume"):
+    for name in ("data", "mask", "init", "ckpt", "metrics", "detail", "curve", "resume"):
         ap.add_argument(f"--{name}", type=Path, required=name != "resume")
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             kept = tricks.kept(variant, used)  # tricks still on in the last epoch stay in the network
             meta = {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width, "kept": kept}
             save_tensors(args.ckpt, {**meta, "variant": variant, "state_dict": state})
-            write_json(args.metrics, {"variant": variant, **result.summary})
+            metrics.write({"variant": variant, **result.summary}, metrics.TRAIN, args.metrics, args.detail)
             write_csv(args.curve, result.history)
 
 

@@ -76,10 +76,18 @@ def _revisions(node: Any) -> Iterator[dict]:
                 yield from _revisions(rev)
 
 
-def parse_exp_show(text: str) -> list[Experiment]:
-    """The experiments (not the workspace or baseline commits) in `dvc exp show --json` output."""
+def _with_baselines(node: Any) -> Iterator[dict]:
+    """The workspace, then each baseline commit followed by its experiments, as `dvc exp show` lists them."""
+    for top in node if isinstance(node, list) else [node]:
+        yield top
+        yield from _revisions(top)
+
+
+def parse_exp_show(text: str, baselines: bool = False) -> list[Experiment]:
+    """The experiments in `dvc exp show --json` output; with `baselines`, the workspace and commits too."""
     out = []
-    for rev in _revisions(json.loads(text or "[]")):
+    tree = json.loads(text or "[]")
+    for rev in (_with_baselines if baselines else _revisions)(tree):
         data = rev.get("data") or {}
         name = rev.get("name") or rev.get("rev")
         if not name or rev.get("error"):
@@ -99,6 +107,11 @@ def experiments(dvc: Dvc, all_commits: bool = False) -> list[Experiment]:
     (`--all-commits`), for when the commits since changed nothing that affects the results.
     """
     return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch", *(["-A"] if all_commits else [])]))
+
+
+def exp_show_rows(dvc: Dvc, args: Sequence[str] = ()) -> list[Experiment]:
+    """The workspace, the baseline commit(s) and their experiments; `args` go to `dvc exp show`."""
+    return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch", *args]), baselines=True)
 
 
 def queue_status(dvc: Dvc) -> dict[str, str]:

@@ -153,7 +153,8 @@ def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metr
         accuracy[variant] = float(data[metric])
         if "weights_trained" in data:
             weights[variant] = (int(data["weights_trained"]), int(data["weights_evaluated"]))
-    empty = len((exp.metrics.get("metrics/mask.json") or {}).get("empty_layers") or [])
+    empty = (exp.metrics.get("metrics/mask.json") or {}).get("empty_layers") or 0
+    empty = len(empty) if isinstance(empty, list) else int(empty)  # experiments before the headline layout
     p = params.prune
     return Run(exp.name, p.method, p.sparsity, params.seed, accuracy, empty, weights, exp.rev)
 

@@ -150,6 +150,7 @@ def _argv(variant: str, art: Path, out: Path) -> list[str]:
     return [
         variant, "--data", str(art / "data"), "--mask", str(art / "mask.pt"), "--init", str(art / "init.pt"),
         "--ckpt", str(out / "ckpt.pt"), "--metrics", str(out / "metrics.json"),
+        "--detail", str(out / "detail.json"),
         "--curve", str(out / "curve.csv"), "--resume", str(out / "resume"),
     ]  # fmt: skip
 
@@ -166,13 +167,18 @@ def test_stage_relaunches_under_torchrun_and_rank0_writes(tmp_path, raw_params):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(f"train[{VARIANT}] ep ") == 2, proc.stdout  # one progress line per epoch
-    assert sorted(f.name for f in (work / "out").iterdir()) == ["ckpt.pt", "curve.csv", "metrics.json"]
+    assert sorted(f.name for f in (work / "out").iterdir()) == [
+        "ckpt.pt",
+        "curve.csv",
+        "detail.json",
+        "metrics.json",
+    ]
     state = load_tensors(work / "out" / "ckpt.pt")["state_dict"]
     assert state.keys() == build("resnet20", 10, (1, 8, 8), 4).state_dict().keys()  # ghosts removed
     mask, _ = Mask.load(art / "mask.pt")
     for name, keep in mask.tensors.items():
         assert not state[name][~keep].any(), f"{name}: a pruned weight is not exactly 0"
-    metrics = json.loads((work / "out" / "metrics.json").read_text())
+    metrics = json.loads((work / "out" / "detail.json").read_text())
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
     assert metrics["epochs"] == 2 and metrics["lrsi_iters"] == 4
     assert all(r == r for r in (metrics["final_train_loss"], metrics["test_acc"]))  # finite, not NaN

@@ -44,3 +44,29 @@ def test_layer_collapse_is_noted(tmp_path):
     assert "empties 1 layer(s) (layers.1.0.conv2.weight)" in note
     _metrics(tmp_path)
     assert report.collapse_note(tmp_path / "mask.json") == []
+
+
+def test_test_accuracy_by_epoch_has_a_column_per_variant():
+    import pandas as pd
+
+    curves = {
+        "baseline": pd.DataFrame({"epoch": [1, 2], "test_acc": [50.0, 60.0], "val_acc": [1.0, 2.0]}),
+        "tost": pd.DataFrame(
+            {"epoch": [1, 2, 3], "test_acc": [55.0, 65.0, 70.0], "val_acc": [1.0, 2.0, 3.0]}
+        ),
+    }
+    wide = report.test_acc_by_epoch(curves)
+    assert list(wide.columns) == ["epoch", "baseline", "tost"]
+    assert list(wide["epoch"]) == [1, 2, 3] and list(wide["tost"]) == [55.0, 65.0, 70.0]
+    assert wide["baseline"].isna().tolist() == [False, False, True]
+
+
+def test_dead_activations_by_layer_in_network_order(tmp_path):
+    layers = {"act1": {"zero_fraction": 0.5}, "layers.0.0.act1": {"zero_fraction": 0.25}}
+    _write(tmp_path / "baseline.json", {"layers": layers})
+    _write(tmp_path / "tost.json", {"layers": {"act1": {"zero_fraction": 0.125}}})
+    df = report.dead_by_layer(["baseline", "tost", "absent"], tmp_path)
+    assert list(df.columns) == ["index", "layer", "baseline", "tost", "absent"]
+    assert list(df["layer"]) == ["act1", "layers.0.0.act1"] and list(df["index"]) == [0, 1]
+    assert df["baseline"].tolist() == [0.5, 0.25] and df["tost"].tolist()[0] == 0.125
+    assert df["tost"].isna().tolist() == [False, True] and df["absent"].isna().all()

@@ -64,6 +64,36 @@ def results_table(
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
 
 
+def test_acc_by_epoch(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Epoch, then each variant's test accuracy: the source of the top-level `test accuracy` plot.
+
+    One wide file, because a DVC plot draws one line per field of a file and per revision, so every
+    variant of every experiment compared by `dvc plots diff` gets its own line.
+    """
+    wide = pd.DataFrame({"epoch": pd.Series(dtype="int64")})
+    for variant, df in curves.items():
+        wide = wide.merge(
+            df[["epoch", "test_acc"]].rename(columns={"test_acc": variant}), on="epoch", how="outer"
+        )
+    return wide.sort_values("epoch", ignore_index=True)
+
+
+def dead_by_layer(variants: Sequence[str], analysis_dir: Path) -> pd.DataFrame:
+    """Depth index, site name, then each variant's exactly-zero activation fraction at that site.
+
+    Sites are listed in network order (the order the analysis found them); a site one variant lacks
+    is left empty for it.
+    """
+    sites: dict[str, dict[str, float]] = {}
+    for v in variants:
+        path = analysis_dir / f"{v}.json"
+        if path.exists():
+            for site, stats in read_json(path)["layers"].items():
+                sites.setdefault(site, {})[v] = stats["zero_fraction"]
+    rows = [{"index": i, "layer": site, **by} for i, (site, by) in enumerate(sites.items())]
+    return pd.DataFrame(rows, columns=["index", "layer", *variants])
+
+
 def collapse_note(mask_metrics: Path) -> list[str]:
     """A line for the report when the mask emptied whole layers (layer collapse), else nothing."""
     empty = read_json(mask_metrics).get("empty_layers") or []

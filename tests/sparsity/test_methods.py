@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -307,12 +308,22 @@ def test_mask_stage_runs_every_method(method, stage_data, tmp_path, monkeypatch)
         raw["prune"]["path"] = str(tmp_path / "given.pt")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
-    dense_stage.main(["--data", str(stage_data), "--out", "dense", "--metrics", "dense.json"])
-    assert json.loads(Path("dense.json").read_text())["epochs"] == 1
+    dense_stage.main(["--data", str(stage_data), "--out", "dense", "--metrics", "dense.json",
+                      "--detail", "dense-detail.json"])  # fmt: skip
+    assert json.loads(Path("dense-detail.json").read_text())["epochs"] == 1
     out = {k: tmp_path / f"{k}.pt" for k in ("mask", "init")}
     mask_stage.main(["--data", str(stage_data), "--dense", "dense", "--mask", str(out["mask"]),
-                     "--init", str(out["init"]), "--metrics", str(tmp_path / "mask.json")])  # fmt: skip
-    metrics = json.loads((tmp_path / "mask.json").read_text())
+                     "--init", str(out["init"]), "--metrics", str(tmp_path / "mask.json"),
+                     "--detail", str(tmp_path / "mask-detail.json"),
+                     "--layers", str(tmp_path / "layers.csv")])  # fmt: skip
+    metrics = json.loads((tmp_path / "mask-detail.json").read_text())
+    headline = json.loads((tmp_path / "mask.json").read_text())
+    assert headline == {"method": metrics["method"], "requested_sparsity": 0.5,
+                        "sparsity": metrics["sparsity"], "empty_layers": 0}  # fmt: skip
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    assert list(layers["layer"]) == list(metrics["kept_per_layer"])
+    assert list(layers["index"]) == list(range(len(layers)))
+    assert list(layers["kept"]) == list(metrics["kept_per_layer"].values())
     _, meta = Mask.load(out["mask"])
     assert meta["method"] == method.split("-")[0]
     assert metrics["empty_layers"] == [] and sum(metrics["kept_per_layer"].values()) == metrics["kept"]

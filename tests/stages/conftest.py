@@ -40,7 +40,9 @@ def workdir(
     raw_params["tricks"]["run"] = ["baseline"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     monkeypatch.chdir(tmp_path)
-    data_stage.main(["--out", "artifacts/data", "--metrics", "metrics/data.json"])
+    data_stage.main(
+        ["--out", "artifacts/data", "--metrics", "metrics/data.json", "--detail", "metrics/detail/data.json"]
+    )
     if train_images is not None:
         full = data.load_prepared(Path("artifacts/data"))
         cut = data.Split(full.train.x[:train_images], full.train.y[:train_images])
@@ -52,14 +54,17 @@ def workdir(
 
 
 def dense_args() -> list[str]:
-    """The dense stage's arguments, writing artifacts/dense and metrics/dense.json."""
-    return ["--data", "artifacts/data", "--out", "artifacts/dense", "--metrics", "metrics/dense.json"]
+    """The dense stage's arguments, writing artifacts/dense and metrics/{,detail/}dense.json."""
+    return ["--data", "artifacts/data", "--out", "artifacts/dense", "--metrics", "metrics/dense.json",
+            "--detail", "metrics/detail/dense.json"]  # fmt: skip
 
 
 def mask_args(run: str, resume: str | None = None) -> list[str]:
-    """The mask stage's arguments: artifacts/dense in; mask.pt, init.pt and mask.json under `run` out."""
+    """The mask stage's arguments: artifacts/dense in; mask.pt, init.pt, mask.json (headline),
+    mask-detail.json and kept_by_layer.csv under `run` out."""
     args = ["--data", "artifacts/data", "--dense", "artifacts/dense", "--mask", f"{run}/mask.pt",
-            "--init", f"{run}/init.pt", "--metrics", f"{run}/mask.json"]  # fmt: skip
+            "--init", f"{run}/init.pt", "--metrics", f"{run}/mask.json",
+            "--detail", f"{run}/mask-detail.json", "--layers", f"{run}/kept_by_layer.csv"]  # fmt: skip
     return [*args, "--resume", resume] if resume else args
 
 
@@ -68,7 +73,8 @@ def train_cmd(run: str) -> list[str]:
     return [
         sys.executable, "-m", "stages.train", "baseline", "--data", "artifacts/data",
         "--mask", "artifacts/mask.pt", "--init", "artifacts/init.pt", "--ckpt", f"{run}/ckpt.pt",
-        "--metrics", f"{run}/metrics.json", "--curve", f"{run}/curve.csv", "--resume", f"{run}/resume",
+        "--metrics", f"{run}/metrics.json", "--detail", f"{run}/detail.json", "--curve", f"{run}/curve.csv",
+        "--resume", f"{run}/resume",
     ]  # fmt: skip
 
 

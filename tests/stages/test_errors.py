@@ -107,7 +107,10 @@ def test_dataset_missing_without_network_isone_line(tmp_path, monkeypatch, raw_p
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
-    line = stage_error(data_stage.main, ["--out", "artifacts/data", "--metrics", "metrics/data.json"])
+    line = stage_error(
+        data_stage.main,
+        ["--out", "artifacts/data", "--metrics", "metrics/data.json", "--detail", "metrics/detail/data.json"],
+    )
     assert "cifar-10-python.tar.gz: download failed" in line
     assert str(tmp_path / "raw") in line
     assert not (tmp_path / "artifacts").exists()
@@ -168,7 +171,10 @@ def test_disk_full_keeps_the_old_file_and_isone_line(tmp_path, monkeypatch, raw_
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     edit_params(work, {"seed": 1})  # different splits: every file would change
     monkeypatch.setattr(tost.io, "open", _full_disk(open), raising=False)
-    line = stage_error(data_stage.main, ["--out", "artifacts/data", "--metrics", "metrics/data.json"])
+    line = stage_error(
+        data_stage.main,
+        ["--out", "artifacts/data", "--metrics", "metrics/data.json", "--detail", "metrics/detail/data.json"],
+    )
     assert line == "error: cannot write artifacts/data/train.pt: No space left on device"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporaries
 
@@ -181,5 +187,6 @@ def test_unenforced_mask_fails_the_train_stage_and_writes_nothing(
     line = stage_error(train_stage.main, train_cmd("x")[3:])
     assert re.fullmatch(r"error: train\[baseline\]: \d+ pruned weights of \S+ are not 0 after training", line)
     assert not (work / "x" / "metrics.json").exists()
+    assert not (work / "x" / "detail.json").exists()
     assert not (work / "x" / "ckpt.pt").exists()
     assert not (work / "x" / "curve.csv").exists()

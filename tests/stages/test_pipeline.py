@@ -90,13 +90,20 @@ def test_repro_builds_the_result_table(repo):
     assert (repo / "metrics" / "plots" / "accuracy.png").stat().st_size > 1000
     assert (repo / "artifacts" / "mask.pt").is_file()
     assert "| dense | — |" in table  # the dense reference row
-    assert json.loads((repo / "metrics" / "dense.json").read_text())["epochs"] == 1
+    assert json.loads((repo / "metrics" / "detail" / "dense.json").read_text())["epochs"] == 1
 
 
 def test_mask_sparsity_matches_request_within_one_weight_per_layer(repo):
-    m = json.loads((repo / "metrics" / "mask.json").read_text())
+    m = json.loads((repo / "metrics" / "detail" / "mask.json").read_text())
     assert abs(m["sparsity"] - m["requested_sparsity"]) * m["total"] <= len(m["per_layer"])
     assert m["method"] == "random"
+    headline = json.loads((repo / "metrics" / "mask.json").read_text())
+    assert headline == {
+        "method": "random",
+        "requested_sparsity": 0.9,
+        "sparsity": m["sparsity"],
+        "empty_layers": 0,
+    }
 
 
 def test_second_repro_does_nothing(repo):
@@ -172,23 +179,58 @@ def test_the_dense_network_is_trained_once_for_every_sparsity(repo):
     _clean(repo)
 
 
-def test_exp_run_with_a_set_param_and_exp_show(repo):
+VIEW_VARIANTS = 6  # the default `tricks.run`; this copy trains fewer, so per-variant counts are scaled up
+
+
+def _as_if_six_variants(total: int, per_variant: dict[str, int]) -> int:
+    """`total` counted on this copy, with each variant's share replaced by six of the largest share."""
+    return total - sum(per_variant.values()) + VIEW_VARIANTS * max(per_variant.values())
+
+
+def test_exp_run_and_the_views_a_researcher_reads(repo):
+    """After `dvc repro` and `dvc exp run -S prune.sparsity=...`, what `dvc exp show`, `make exps`,
+    `dvc metrics diff` print stays readable (issue 20's bounds, for six variants), and `dvc plots
+    show` / `dvc plots diff` draw the three plots with every variant's data."""
     _clean(repo)
     # 0.85: no earlier test ran it, so DVC's run-cache cannot hand back a mask for it.
     out = run(repo, "dvc", "exp", "run", "-n", "sp85", "-S", "prune.sparsity=0.85").stdout
     assert "Running stage 'mask'" in out and "Running stage 'dense'" not in out  # the same dense network
-    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
-    text = json.dumps(shown)
-    assert "sp85" in text
-    assert "test_acc" in text
-    diff = run(repo, "dvc", "metrics", "diff", "HEAD", "sp85", "--json").stdout
-    assert "test_acc" in diff or "sparsity" in diff
+    variants = _variants(repo)
 
+    header = run(repo, "dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    per_variant = {v: sum(f"/{v}.json" in c or f"/{v}.pt" in c for c in header) for v in variants}
+    assert min(per_variant.values()) >= 2  # its headline metrics and its checkpoint are columns
+    assert _as_if_six_variants(len(header), per_variant) <= 250, header
 
-def test_plots_show_renders(repo):
+    diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD", "sp85", "--all", "--json").stdout)
+    rows = {f: len(m) for f, m in diff.items()}
+    per_variant = {v: sum(n for f, n in rows.items() if f.endswith(f"/{v}.json")) for v in variants}
+    assert _as_if_six_variants(sum(rows.values()), per_variant) <= 120, diff
+    for v in variants:
+        acc = diff[f"metrics/train/{v}.json"]["test_acc"]
+        assert acc["diff"] is not None and 0.0 <= acc["new"] <= 100.0  # each variant's accuracy is there
+
+    text = run(repo, sys.executable, "-m", "sweep.exps", "--width", "160").stdout
+    lines = text.splitlines()
+    columns = [c.strip() for c in lines[0].split("  ") if c.strip()]
+    assert columns == ["experiment", "rev", *variants, "prune.sparsity"], text
+    assert len(columns) - len(variants) + VIEW_VARIANTS <= 20 and max(map(len, lines)) <= 160
+    (row,) = [ln.split() for ln in lines if ln.startswith("sp85 ")]
+    acc = json.loads(run(repo, "git", "show", f"{row[1]}:metrics/train/{variants[0]}.json").stdout)[
+        "test_acc"
+    ]
+    assert row[2] == f"{acc:.2f}" and row[-1] == "0.85"
+
     run(repo, "dvc", "plots", "show", "-o", "dvc_plots")
-    html = (repo / "dvc_plots" / "index.html").read_text()
-    assert "test_acc" in html or "curves" in html
+    head = run(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+    run(repo, "dvc", "plots", "diff", head, "sp85", "-o", "dvc_diff")
+    for html in ((repo / d / "index.html").read_text() for d in ("dvc_plots", "dvc_diff")):
+        for title in ("test accuracy by epoch", "dead activations per layer", "kept weights per layer"):
+            assert title in html
+        for field in ("kept_fraction", *variants):
+            assert f'"{field}"' in html  # the data went in, not only the titles
+    assert "sp85" in html and head in html  # plots diff: both experiments
+    _clean(repo)
 
 
 def test_bad_params_fail_with_one_line_before_any_work(repo):

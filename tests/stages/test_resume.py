@@ -40,8 +40,8 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path, monkeyp
     out = subprocess.run(train_cmd("killed"), cwd=work, env=env(), check=True, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert f"resumed after epoch {epochs_done}" in out.stdout
-    full = json.loads((work / "full" / "metrics.json").read_text())
-    resumed = json.loads((work / "killed" / "metrics.json").read_text())
+    full = json.loads((work / "full" / "detail.json").read_text())
+    resumed = json.loads((work / "killed" / "detail.json").read_text())
     for key in ("test_acc", "final_test_acc", "best_val_acc", "best_epoch", "final_train_loss", "sparsity"):
         assert resumed[key] == full[key], key
     a = load_tensors(work / "full" / "ckpt.pt")["state_dict"]
@@ -78,8 +78,8 @@ def test_sigkill_mid_lottery_ticket_then_rerun_matches_uninterrupted(tmp_path, m
     assert f"lt[round 3/3]: resumed after epoch {epochs_done}" in out.stdout
     for name in ("mask.pt", "init.pt"):  # the same bytes: same tensors, saved deterministically
         assert (work / "killed" / name).read_bytes() == (work / "full" / name).read_bytes(), name
-    full = json.loads((work / "full" / "mask.json").read_text())
-    resumed = json.loads((work / "killed" / "mask.json").read_text())
+    full = json.loads((work / "full" / "mask-detail.json").read_text())
+    resumed = json.loads((work / "killed" / "mask-detail.json").read_text())
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {
         k: v for k, v in full.items() if k != "seconds"
     }

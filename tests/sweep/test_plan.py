@@ -152,10 +152,11 @@ def test_paper_preset_is_the_original_setting(raw_params):
     assert both.data.name == "digits" and both.train.epochs < 20
 
 
-def test_a_run_carries_the_number_of_empty_layers_of_its_mask(raw_params):
+@pytest.mark.parametrize("empty", [2, ["a.weight", "b.weight"]], ids=["headline-count", "older-name-list"])
+def test_a_run_carries_the_number_of_empty_layers_of_its_mask(raw_params, empty):
     variants = list(raw_params["tricks"]["run"])
     cell = plan.plan(raw_params)[0]
-    metrics = {**metrics_for(variants, 80.0), "metrics/mask.json": {"empty_layers": ["a.weight", "b.weight"]}}
+    metrics = {**metrics_for(variants, 80.0), "metrics/mask.json": {"empty_layers": empty}}
     (exp,) = dvc.parse_exp_show(exp_show([{"name": "e", "params": cell.params, "metrics": metrics}]))
     run = plan.as_run(exp, config.parse(exp.params), variants, "test_acc")
     assert run.empty_layers == 2
