@@ -74,7 +74,8 @@ def table(rows: Sequence[Experiment], metric: str = "test_acc") -> list[list[str
     lines = [header]
     for r in rows:
         flat = flatten(r.params)
-        cells = [r.name, r.rev[:7], *(_accuracy(r, v, metric) for v in names)]
+        rev = "" if r.rev == "workspace" else r.rev[:7]
+        cells = [r.name, rev, *(_accuracy(r, v, metric) for v in names)]
         cells += [flat.get(k, "-") for k in own]
         if shared:
             cells.append(" ".join(f"{k}={flat[k]}" for k in shared if k in flat))
