@@ -75,7 +75,8 @@ def table(rows: Sequence[Experiment], metric: str = "test_acc") -> list[list[str
     for r in rows:
         flat = flatten(r.params)
         rev = "" if r.rev == "workspace" else r.rev[:7]
-        cells = [r.name, rev, *(_accuracy(r, v, metric) for v in names)]
+        name = rev if r.name == r.rev and rev else r.name  # a commit no branch names: its short hash
+        cells = [name, rev, *(_accuracy(r, v, metric) for v in names)]
         cells += [flat.get(k, "-") for k in own]
         if shared:
             cells.append(" ".join(f"{k}={flat[k]}" for k in shared if k in flat))
@@ -94,15 +95,18 @@ def render(lines: Sequence[Sequence[str]], width: int = 160) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print the table for the experiments of HEAD (or of every commit with -A)."""
+    """Print the table for the experiments of HEAD (or of --rev, or of every commit with -A)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--metric", default="test_acc", help="train metric per variant (default test_acc)")
     ap.add_argument("--width", type=int, help="cut lines to this many characters (default: the terminal's)")
     ap.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit")
+    ap.add_argument("--rev", help="experiments of this commit (default HEAD)")
     args = ap.parse_args(argv)
     width = args.width or max(shutil.get_terminal_size((160, 24)).columns, 80)
     try:
-        rows = exp_show_rows(run_dvc, ["-A"] if args.all_commits else [])
+        rows = exp_show_rows(
+            run_dvc, [*(["-A"] if args.all_commits else []), *(["--rev", args.rev] if args.rev else [])]
+        )
     except TostError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

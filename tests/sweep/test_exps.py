@@ -29,7 +29,9 @@ def _rows(raw_params, changes: list[dict]) -> list[dvc.Experiment]:
 def test_rows_are_the_workspace_the_commit_and_its_experiments(raw_params):
     rows = _rows(raw_params, [{}, {"prune.method": "snip"}])
     assert [r.name for r in rows] == ["workspace", "main", "exp-0", "exp-1"]
-    assert [line[1] for line in exps.table(rows)[1:3]] == ["", "abc"]  # no commit for the workspace
+    assert [line[:2] for line in exps.table(rows)[1:3]] == [["workspace", ""], ["main", "abc"]]
+    unnamed = dvc.Experiment("0123456789abcdef", "0123456789abcdef", rows[1].params, rows[1].metrics)
+    assert exps.table([unnamed])[1][:2] == ["0123456", "0123456"]  # a commit without a branch
 
 
 def test_only_the_params_that_differ_and_every_variant_side_by_side(raw_params):
