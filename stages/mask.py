@@ -11,8 +11,8 @@ from pathlib import Path
 
 from stages._common import PARAMS, run_stage, runtime
 from tost import config, data, metrics, models
-from tost.io import save_tensors, write_csv
-from tost.prune import find, kept_by_layer
+from tost.io import save_tensors
+from tost.prune import find
 from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 
@@ -22,7 +22,7 @@ NOT_READ = ("train.epochs", "train.nproc")
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "dense", "mask", "init", "metrics", "detail", "layers"):
+    for name in ("data", "dense", "mask", "init", "metrics", "detail"):
         ap.add_argument(f"--{name}", type=Path, required=True)
     ap.add_argument("--resume", type=Path, help="folder for resume files (kept outside DVC's outs)")
     args = ap.parse_args(argv)
@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     found.mask.save(args.mask, meta)
     save_tensors(args.init, {"format": "tost-init/1", "arch": p.model.arch, "state_dict": found.init})
     metrics.write(found.metrics, metrics.MASK, args.metrics, args.detail)
-    write_csv(args.layers, kept_by_layer(found.mask))
     if resume is not None:
         resume.clear()  # after the outputs: a kill before this line reruns from the finished state
 

@@ -28,6 +28,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from torch import nn
 
 from stages import train as train_stage
 from stages._common import run_stage
@@ -241,3 +242,31 @@ def test_shards_together_are_the_single_process_batches(world):
                 xs, ys = ranks[r][step]
                 assert torch.equal(xs, x[r::world]) and torch.equal(ys, y[r::world])
     assert [len(ranks[r][-1][1]) for r in range(world)] == {2: [3, 2], 3: [2, 2, 1]}[world]  # uneven
+
+
+class _NewDDP:
+    def __init__(self, module, device_ids=None, broadcast_buffers=True, forward_sync_buffers=True): ...
+
+
+class _OldDDP:  # torch 2.11's signature: no forward_sync_buffers
+    def __init__(self, module, device_ids=None, broadcast_buffers=True, static_graph=False): ...
+
+
+@pytest.mark.parametrize(("ddp", "kwargs"), [
+    (_NewDDP, {"forward_sync_buffers": False}),
+    (_OldDDP, {"broadcast_buffers": False}),
+])  # fmt: skip
+def test_the_buffer_sync_keyword_is_one_the_installed_torch_accepts(ddp, kwargs):
+    assert distributed.no_buffer_sync(ddp) == kwargs
+    ddp(nn.Linear(1, 1), **distributed.no_buffer_sync(ddp))  # no TypeError
+
+
+def test_a_capture_backend_with_several_processes_is_refused(raw_params):
+    from tests.conftest import random_mask, tiny_net, tiny_prepared
+    from tests.test_step import Imitation
+
+    p = config.parse(raw_params)
+    rt = dataclasses.replace(Runtime.from_config(p.train), world_size=2, rank=0)
+    with pytest.raises(TrainingError, match="captured step runs in one process only, not 2"):
+        Trainer(tiny_net(), random_mask(tiny_net()), tiny_prepared(), p.data, p.train, [], rt, 0,
+                graphs=Imitation())  # fmt: skip

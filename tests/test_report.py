@@ -70,3 +70,28 @@ def test_dead_activations_by_layer_in_network_order(tmp_path):
     assert list(df["layer"]) == ["act1", "layers.0.0.act1"] and list(df["index"]) == [0, 1]
     assert df["baseline"].tolist() == [0.5, 0.25] and df["tost"].tolist()[0] == 0.125
     assert df["tost"].isna().tolist() == [False, True] and df["absent"].isna().all()
+
+
+def test_kept_by_layer_is_the_masks_shape_in_layer_order():
+    record = {
+        "kept_per_layer": {"conv1.weight": 3, "fc.weight": 0},
+        "size_per_layer": {"conv1.weight": 12, "fc.weight": 8},
+    }
+    df = report.kept_by_layer(record)
+    assert df.to_dict("records") == [
+        {"index": 0, "layer": "conv1.weight", "kept": 3, "total": 12, "kept_fraction": 0.25},
+        {"index": 1, "layer": "fc.weight", "kept": 0, "total": 8, "kept_fraction": 0.0},  # an empty layer
+    ]
+
+
+def test_publish_copies_the_records_of_the_listed_variants(tmp_path):
+    records, detail, curves = tmp_path / "records", tmp_path / "detail", tmp_path / "curves"
+    for name in ("data.json", "dense.json", "mask.json", "train/tost.json", "train/old.json"):
+        _write(records / name, {"name": name})
+    (records / "curves").mkdir()
+    (records / "curves" / "tost.csv").write_text("epoch,test_acc\n1,50\n")
+    report.publish(records, detail, curves, ["tost"])
+    copied = sorted(str(p.relative_to(detail)) for p in detail.rglob("*.json"))
+    assert copied == ["data.json", "dense.json", "mask.json", "train/tost.json"]  # no analysis: skipped
+    assert json.loads((detail / "train" / "tost.json").read_text()) == {"name": "train/tost.json"}
+    assert (curves / "tost.csv").read_text() == "epoch,test_acc\n1,50\n"

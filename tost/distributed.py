@@ -17,6 +17,7 @@ Only the process group is global state (torch.distributed keeps it); everything 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -155,6 +156,19 @@ def plain_batchnorm(modules: Sequence[nn.Module]) -> None:
             m.__class__ = nn.BatchNorm2d
 
 
+def no_buffer_sync(ddp: Callable[..., nn.Module] = DistributedDataParallel) -> dict[str, bool]:
+    """The DDP keyword that turns off the buffer broadcast before every forward, for this torch.
+
+    Every rank holds the same BatchNorm buffers (SyncBatchNorm keeps them equal), so the broadcast is
+    wasted work. Recent torch names the switch `forward_sync_buffers`; older releases (2.11, common on
+    GPU nodes) only know `broadcast_buffers` and raise a TypeError on the new name.
+    """
+    params = inspect.signature(ddp.__init__).parameters
+    return (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    )
+
+
 def wrap(model: nn.Module, rt: Runtime) -> nn.Module:
     """What a training step calls: the model, inside DDP when several ranks train, compiled if asked.
 
@@ -164,7 +178,7 @@ def wrap(model: nn.Module, rt: Runtime) -> nn.Module:
     net: nn.Module = model
     if rt.world_size > 1:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
-        net = DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
+        net = DistributedDataParallel(net, device_ids=ids, **no_buffer_sync())
     return torch.compile(net) if rt.compile else net
 
 

@@ -118,6 +118,7 @@ def find(
         **pruned.info,
         "per_layer": stats.per_layer,
         "kept_per_layer": collapse.kept_per_layer(mask),
+        "size_per_layer": {n: t.numel() for n, t in mask.tensors.items()},
     }
     if pruned.rewind is not None:  # lt with rewind_epoch > 0: sparse training starts from there
         init = {k: v.detach().to("cpu", copy=True) for k, v in pruned.rewind.items()}
@@ -145,18 +146,3 @@ def check_collapse(mask: Mask, ctx: PruneContext, p: Params) -> list[str]:
         log.warning("mask: %d layer(s) pruned empty (layer collapse), kept and trained: %s", len(empty),
                     ", ".join(empty))  # fmt: skip
     return empty
-
-
-def kept_by_layer(mask: Mask) -> list[dict[str, Any]]:
-    """One row per masked layer, input to output: the mask's shape, which tells the methods apart.
-
-    `index` is the layer's depth, the x axis of the `kept weights per layer` plot (DVC's line plots
-    need a number there); the name stays beside it.
-    """
-    rows = []
-    for i, (name, t) in enumerate(mask.tensors.items()):
-        kept = int(t.sum())
-        rows.append(
-            {"index": i, "layer": name, "kept": kept, "total": t.numel(), "kept_fraction": kept / t.numel()}
-        )
-    return rows

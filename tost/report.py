@@ -1,7 +1,7 @@
 """The result table and the accuracy-curve plot, built from the metrics files the stages wrote.
 
-Reads only small committed files (metrics/*.json, metrics/curves/*.csv), so `dvc exp show`, `git`
-and this report always agree on the numbers.
+Reads the stages' full records (`publish` copies them into metrics/detail/ and metrics/curves/,
+where git keeps them), whose headline subset `dvc exp show` shows, so the two always agree.
 """
 
 from __future__ import annotations
@@ -62,6 +62,36 @@ def results_table(
             row["dead_fraction"] = read_json(a_path)["mean_zero_fraction"]
         rows.append(row)
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
+
+
+def publish(records: Path, detail: Path, curves: Path, variants: Sequence[str]) -> None:
+    """Copy the stages' records (cached outs, restorable by DVC's run-cache) into git's metrics/.
+
+    data, dense and mask records, and each variant's train and analysis record, keep their relative
+    paths under `detail`; each variant's per-epoch curve goes to `curves`. A record a stage did not
+    write (an analysis that was not run) is skipped, and the table leaves its column empty.
+    """
+    names = ["data.json", "dense.json", "mask.json"]
+    names += [f"{kind}/{v}.json" for kind in ("train", "analysis") for v in variants]
+    for name in names:
+        if (records / name).exists():
+            write_text(detail / name, (records / name).read_text())
+    for v in variants:
+        write_text(curves / f"{v}.csv", (records / "curves" / f"{v}.csv").read_text())
+
+
+def kept_by_layer(mask_record: dict[str, Any]) -> pd.DataFrame:
+    """One row per masked layer, input to output: the mask's shape, which tells the methods apart.
+
+    `index` is the layer's depth, the x axis of the `kept weights per layer` plot (DVC's line plots
+    need a number there); `layer` names it.
+    """
+    kept, size = mask_record["kept_per_layer"], mask_record["size_per_layer"]
+    rows = [
+        {"index": i, "layer": n, "kept": k, "total": size[n], "kept_fraction": k / size[n]}
+        for i, (n, k) in enumerate(kept.items())
+    ]
+    return pd.DataFrame(rows, columns=["index", "layer", "kept", "total", "kept_fraction"])
 
 
 def test_acc_by_epoch(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:

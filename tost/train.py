@@ -88,6 +88,8 @@ class Trainer:
         graphs: Backend | None = None,
     ) -> None:
         """`graphs` captures the steps (default: CUDA graphs when `rt.cuda_graphs`, one process)."""
+        if graphs is not None and rt.world_size > 1:  # a graph would replay DDP's all-reduces as captured
+            raise TrainingError(f"{name}: a captured step runs in one process only, not {rt.world_size}")
         self.cfg, self.rt, self.tricks, self.name = cfg, rt, list(tricks), name
         self.mask, self.mask_version = mask, 0
         model = model.to(rt.device, memory_format=rt.memory_format)

@@ -7,7 +7,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -314,16 +313,13 @@ def test_mask_stage_runs_every_method(method, stage_data, tmp_path, monkeypatch)
     out = {k: tmp_path / f"{k}.pt" for k in ("mask", "init")}
     mask_stage.main(["--data", str(stage_data), "--dense", "dense", "--mask", str(out["mask"]),
                      "--init", str(out["init"]), "--metrics", str(tmp_path / "mask.json"),
-                     "--detail", str(tmp_path / "mask-detail.json"),
-                     "--layers", str(tmp_path / "layers.csv")])  # fmt: skip
+                     "--detail", str(tmp_path / "mask-detail.json")])  # fmt: skip
     metrics = json.loads((tmp_path / "mask-detail.json").read_text())
     headline = json.loads((tmp_path / "mask.json").read_text())
     assert headline == {"method": metrics["method"], "requested_sparsity": 0.5,
                         "sparsity": metrics["sparsity"], "empty_layers": 0}  # fmt: skip
-    layers = pd.read_csv(tmp_path / "layers.csv")
-    assert list(layers["layer"]) == list(metrics["kept_per_layer"])
-    assert list(layers["index"]) == list(range(len(layers)))
-    assert list(layers["kept"]) == list(metrics["kept_per_layer"].values())
+    assert metrics["size_per_layer"].keys() == metrics["kept_per_layer"].keys()
+    assert sum(metrics["size_per_layer"].values()) == metrics["total"]
     _, meta = Mask.load(out["mask"])
     assert meta["method"] == method.split("-")[0]
     assert metrics["empty_layers"] == [] and sum(metrics["kept_per_layer"].values()) == metrics["kept"]

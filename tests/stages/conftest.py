@@ -60,11 +60,11 @@ def dense_args() -> list[str]:
 
 
 def mask_args(run: str, resume: str | None = None) -> list[str]:
-    """The mask stage's arguments: artifacts/dense in; mask.pt, init.pt, mask.json (headline),
-    mask-detail.json and kept_by_layer.csv under `run` out."""
+    """The mask stage's arguments: artifacts/dense in; mask.pt, init.pt, mask.json (headline) and
+    mask-detail.json (the full record) under `run` out."""
     args = ["--data", "artifacts/data", "--dense", "artifacts/dense", "--mask", f"{run}/mask.pt",
             "--init", f"{run}/init.pt", "--metrics", f"{run}/mask.json",
-            "--detail", f"{run}/mask-detail.json", "--layers", f"{run}/kept_by_layer.csv"]  # fmt: skip
+            "--detail", f"{run}/mask-detail.json"]  # fmt: skip
     return [*args, "--resume", resume] if resume else args
 
 

@@ -120,3 +120,20 @@ def test_the_closure_sees_nested_and_from_imports_but_not_type_checking(tmp_path
     assert Path("tost/sparsity/methods/snip.py") not in closed  # reached only through config's names
     assert Path("sweep/slots.py") in closed  # imported inside a function of stages/_common.py
     assert Path("tost/tricks/lrsi.py") in closed  # the package __init__ of tost.tricks runs
+
+
+NOT_RUN_CACHED = {"check", "report"}  # cheap, and their plain uncached outs (params.ok, the table) are wanted
+
+
+@pytest.mark.parametrize(
+    "stage", sorted(set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) - NOT_RUN_CACHED)
+)
+def test_stages_that_train_can_come_from_the_run_cache(stage):
+    """DVC saves no run-cache entry for a stage with a plain `outs:` entry marked `cache: false` (only
+    metrics and plots may be uncached), and then trains the dense network of a seed again for every
+    experiment. So every plain out of these stages is cached."""
+    outs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("outs", [])
+    uncached = [
+        next(iter(o)) for o in outs if isinstance(o, dict) and next(iter(o.values())).get("cache") is False
+    ]
+    assert not uncached, f"{stage}: {uncached} would keep DVC's run-cache from restoring the stage"
