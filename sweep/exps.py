@@ -30,7 +30,8 @@ def flatten(params: Mapping[str, Any] | None, prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = json.dumps(value, separators=(",", ":")).strip('"')
+            text = json.dumps(value, separators=(",", ":"))
+            out[f"{prefix}{key}"] = text[1:-1] if len(text) > 2 and text[0] == '"' else text  # "" stays
     return out
 
 

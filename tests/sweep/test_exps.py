@@ -66,7 +66,7 @@ def test_many_changed_params_share_the_last_column_and_lines_fit_the_width(raw_p
 
 
 @pytest.mark.parametrize(
-    ("value", "text"), [(0.95, "0.95"), ([1, 2], "[1,2]"), ("snip", "snip"), (True, "true")]
+    ("value", "text"), [(0.95, "0.95"), ([1, 2], "[1,2]"), ("snip", "snip"), (True, "true"), ("", '""')]
 )
 def test_param_values_are_compact(value, text):
     assert exps.flatten({"a": {"b": value}}) == {"a.b": text}
