@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro exps table study budget fashion test lint format pytest clean-venv
+.PHONY: venv repro exps table study budget fashion wheelhouse test lint format pytest clean-venv
 
 venv: $(STAMP)
 
@@ -80,6 +80,12 @@ fashion: venv
 		{ echo "error: could not install dataset-fashion-mnist; put the four .gz files in data/raw instead"; exit 1; }; fi
 	@echo "one experiment (CPU sizes): dvc exp run $$($(BIN)/python -m sweep --preset fashion --preset fashion-cpu --set-args)"
 	@echo "the table:                  make table PRESET=\"fashion fashion-cpu\"   (on a GPU: PRESET=fashion)"
+
+## make wheelhouse: wheels of every requirement but torch and torchvision, and of their dependencies,
+##   for an offline GPU node with its own PyTorch (docs/gpu.md); WHEEL_PYTHON=3.12,
+##   WHEEL_PLATFORM=manylinux_2_28_x86_64, WHEEL_EXCLUDE="torch torchvision", WHEELHOUSE=wheelhouse
+wheelhouse: venv
+	bash .ci/wheelhouse.sh
 
 ## make test: set up .venv, lint, run the test suite
 test: venv lint pytest

@@ -49,4 +49,16 @@ def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
             index, handle = slots.claim(asked[0], torch.cuda.device_count(), asked[1])
             _HELD.append(handle)
             torch.cuda.set_device(index)
-    return Runtime.from_config(cfg, nproc, layout)
+    rt = Runtime.from_config(cfg, nproc, layout)
+    set_cudnn_benchmark(cfg, rt)
+    return rt
+
+
+def set_cudnn_benchmark(cfg: TrainConfig, rt: Runtime) -> None:
+    """`train.cudnn_benchmark` on CUDA: process-wide torch state, so it is set here, not in the library.
+
+    The step's shapes never change (a captured graph replays them), so cuDNN's autotuning in the
+    warm-up steps pays for itself; on the CPU the flag means nothing and is left alone.
+    """
+    if rt.device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark

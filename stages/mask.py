@@ -17,7 +17,7 @@ from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 
 SECTIONS = ("seed", "data", "model", "dense", "prune", "prune_options", "train")  # what the mask depends on
-NOT_READ = ("train.epochs", "train.nproc")
+NOT_READ = ("train.epochs", "train.nproc", "train.checkpoint_every")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from tost.sparsity.mask import Mask
 from tost.train import Trainer
 
 SECTIONS = ("seed", "data", "model", "train", "tricks")  # with the variant, mask and init: the run
+NOT_IDENTITY = ("train.checkpoint_every",)  # when resume files are written: not what the run computes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(p.seed)
         prepared = data.load_prepared(args.data)
         model = models.from_file(args.init, p.model, prepared.num_classes, prepared.shape)
-        identity = run_identity(p, SECTIONS, [args.mask, args.init], extra={"variant": variant})
+        identity = run_identity(
+            p, SECTIONS, [args.mask, args.init], extra={"variant": variant}, exclude=NOT_IDENTITY
+        )
         resume = ResumeDir(args.resume, identity) if args.resume else None
         used = tricks.build_variant(variant, p.tricks.options)
         trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, used, rt, p.seed,

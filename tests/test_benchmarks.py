@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -16,6 +17,7 @@ SCRIPTS = {
                    "--step-batch-size", "32", "--synflow-iters", "2", "--device", "cpu"],
     "synflow_counting": ["--width", "4", "--iters", "3", "--sparsities", "0.9", "--seeds", "0"],
     "bench_share": ["--images", "128", "--epochs", "1", "--shares", "1", "--width", "4", "--device", "cpu"],
+    "step_ops": ["--models", "resnet20"],
 }  # fmt: skip
 
 
@@ -27,3 +29,26 @@ def test_benchmark_runs(script):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "|---" in proc.stdout  # it printed its markdown table
+
+
+def test_the_gpu_evidence_takes_the_most_epochs_that_fit_the_budget():
+    from benchmarks import gpu_evidence as ev
+
+    # 8 experiments, 4 at a time: 2 rounds of (6 trainings x epochs x 2 s x slowdown 2 + 70 s)
+    assert ev.table_seconds(5, 2.0, 4, 2.0, 70.0) == 2 * (6 * 5 * 2.0 * 2.0 + 70.0)
+    budget = ev.table_seconds(7, 2.0, 4, 2.0, 70.0)
+    assert ev.fitting_epochs(budget, 2.0, 4, 2.0, 70.0) == 7
+    assert ev.fitting_epochs(budget - 1, 2.0, 4, 2.0, 70.0) == 6
+    assert ev.fitting_epochs(100.0, 2.0, 4, 2.0, 70.0) == 0  # the overhead alone is over budget
+
+
+def test_the_gpu_evidence_sizes_and_writes_its_preset_on_the_cpu(tmp_path):
+    out = tmp_path / "epochs.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_evidence", "--budget", "100000", "--preset-out", str(out),
+         "--images", "128", "--evaluated", "64", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "estimate: 200 epochs" in proc.stdout  # the cap: 100,000 s fits any tiny epoch count
+    assert yaml.safe_load(out.read_text()) == {"train": {"epochs": 200}}

@@ -179,7 +179,7 @@ def _tiny_run(raw_params, **train):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_epoch(tmp_path, raw_params, tiny_data):
-    p, net, mask = _tiny_run(raw_params)
+    p, net, mask = _tiny_run(raw_params, checkpoint_every=1)
     resume = ResumeDir(tmp_path, "run")
 
     def poison(trainer) -> None:  # from epoch 2 on, every loss is NaN

@@ -127,8 +127,10 @@ class TrainConfig:
     channels_last: bool
     compile: bool
     cuda_graphs: bool
+    cudnn_benchmark: bool
     test_every_epoch: bool
     max_grad_norm: float
+    checkpoint_every: int
     nproc: int
 
     def __post_init__(self) -> None:
@@ -138,6 +140,10 @@ class TrainConfig:
             raise ValueError("batch_size and eval_batch_size must be >= 1")
         if self.nproc < 1:
             raise ValueError(f"nproc must be >= 1, got {self.nproc}")
+        if self.checkpoint_every < 1:
+            raise ValueError(
+                f"checkpoint_every must be >= 1 (epochs between resume files), got {self.checkpoint_every}"
+            )
         if self.batch_size % self.nproc:
             raise ValueError(
                 f"nproc={self.nproc} must divide train.batch_size={self.batch_size} "

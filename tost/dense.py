@@ -23,7 +23,7 @@ from tost.train import FitResult, Trainer
 
 # The params a dense network depends on, as `run_identity` sections and dotted exclusions.
 SECTIONS = ("seed", "data", "model", "dense", "train")
-NOT_READ = ("train.epochs", "train.nproc")
+NOT_READ = ("train.epochs", "train.nproc", "train.checkpoint_every")
 
 
 def initial(p: Params, prepared: Prepared) -> nn.Module:

@@ -16,7 +16,9 @@ backend (`CudaGraphs`, or an imitation in the tests) does the capturing.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
@@ -51,20 +53,38 @@ def sgd_step(opt: torch.optim.SGD, lr: float | Tensor) -> None:
         if wd != 0:
             grads = torch._foreach_add(grads, params, alpha=wd)
         if momentum != 0:
-            bufs = []
-            for p, g in zip(params, grads, strict=True):
-                state = opt.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:  # the first step: the buffer is the gradient itself
-                    buf = state["momentum_buffer"] = torch.clone(g).detach()
-                else:
-                    buf.mul_(momentum).add_(g, alpha=1 - group["dampening"])
-                bufs.append(buf)
+            bufs = _momentum(opt, params, grads, momentum, group["dampening"])
             grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
-        if isinstance(lr, Tensor):
-            torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
+        if isinstance(lr, Tensor):  # one fused multiply: the LR tensor has the grads' dtype (fast path)
+            torch._foreach_sub_(params, torch._foreach_mul(grads, lr))
         else:
             torch._foreach_add_(params, grads, alpha=-lr)
+
+
+def _momentum(
+    opt: torch.optim.SGD, params: list[Tensor], grads: list[Tensor], momentum: float, dampening: float
+) -> list[Tensor]:
+    """The momentum buffers after this step: b = momentum·b + (1 - dampening)·g, two fused ops.
+
+    The first step makes each buffer a copy of its gradient, as torch does. Fused foreach ops run
+    the same elementwise arithmetic as torch's per-parameter loop, so CPU results do not change;
+    on a GPU they are two kernels for the whole network instead of two per parameter.
+    """
+    states = [opt.state[p] for p in params]
+    if all("momentum_buffer" in s for s in states):
+        bufs = [s["momentum_buffer"] for s in states]
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads, alpha=1 - dampening)
+        return bufs
+    bufs = []
+    for state, g in zip(states, grads, strict=True):  # the first step (or a parameter new to training)
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = torch.clone(g).detach()
+        else:
+            buf.mul_(momentum).add_(g, alpha=1 - dampening)
+        bufs.append(buf)
+    return bufs
 
 
 class Backend(Protocol):
@@ -100,19 +120,38 @@ class Graphed:
 
     The inputs of a replay are copied into the static tensors the graph was captured with; a `None`
     input stays None. What `fn` returns at capture (tensors allocated by the graph, e.g. gradients)
-    is kept alive as long as the graph.
+    is kept alive as long as the graph. A capture that fails (an op CUDA graphs do not allow, a
+    driver error) is logged once and the run goes on eagerly: slower, never wrong, and `failed` says
+    why, for the metrics.
     """
 
     def __init__(self, fn: Callable[..., Any], backend: Backend, name: str, warmup: int = 2) -> None:
-        self.fn, self.backend, self.name, self.warmup = fn, backend, name, warmup
+        # A bound method is held weakly: its owner holds this object, and a strong reference back
+        # would be a cycle that keeps a finished Trainer and its graphs alive until a `gc` pass.
+        self._fn = weakref.WeakMethod(fn) if inspect.ismethod(fn) else lambda: fn
+        self.backend, self.name, self.warmup = backend, name, warmup
         self.key: Hashable = None
         self.calls = 0
         self.captures = 0
+        self.failed = ""  # why capturing failed; then every call runs eagerly
         self.replay: Callable[[], None] | None = None
         self.static: list[Tensor | None] = []
         self.outputs: Any = None
 
+    def release(self) -> None:
+        """Drop the graph, its memory and static tensors now; a later call warms up and captures anew."""
+        self.key, self.replay, self.static, self.outputs = None, None, [], None
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        fn = self._fn()
+        assert fn is not None, f"{self.name}: the step's owner is gone"
+        return fn
+
     def __call__(self, key: Hashable, inputs: Sequence[Tensor | None]) -> None:
+        if self.failed:
+            self.fn(*inputs)
+            return
         if key != self.key:
             if self.replay is not None:
                 log.info("%s: the model's structure changed; the CUDA graph is captured again", self.name)
@@ -123,7 +162,16 @@ class Graphed:
             return
         if self.replay is None:
             self.static = [None if x is None else x.clone() for x in inputs]
-            self.replay, self.outputs = self.backend.capture(lambda: self.fn(*self.static))
+            fn = self.fn
+            try:
+                self.replay, self.outputs = self.backend.capture(lambda: fn(*self.static))
+            except Exception as err:  # whatever the capture raised, the eager step is right
+                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                log.warning("%s: capturing the step as a CUDA graph failed (%s); continuing without",
+                            self.name, self.failed)  # fmt: skip
+                self.replay, self.static, self.outputs = None, [], None
+                fn(*inputs)  # nothing ran during the capture: this step runs now
+                return
             self.captures += 1
         else:
             for s, x in zip(self.static, inputs, strict=True):

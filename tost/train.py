@@ -121,10 +121,12 @@ class Trainer:
             Evaluation(self.model, ld, rt, graphs) for ld in (self.val_loader, self.test_loader)
         ]
         self.sums = EpochSums(rt.device)
-        self.lr = torch.zeros((), device=rt.device, dtype=torch.float64)  # what a captured step reads
+        # What a captured step reads; the grads' dtype keeps `_foreach_mul` on its fused path.
+        self.lr = torch.zeros((), device=rt.device, dtype=next(self.model.parameters()).dtype)
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.train_time = 0.0
+        self.checkpoint_time = 0.0  # writing resume files: wall time the step time does not show
         # State of the `on_epoch_end` hooks (a rewind snapshot, a pruning schedule): saved in the
         # resume file with the mask, so a resumed run continues exactly where the killed one stopped.
         self.extra: dict[str, Any] = {}
@@ -135,8 +137,11 @@ class Trainer:
         mask.check(weights)
         mask.apply_(weights)
         self.mask = mask
-        self.enforce = Enforcer(mask, weights)
-        self.mask_version += 1  # a captured step enforces the mask it was captured with: capture again
+        if self.enforce.covers(mask):  # the same layers: new values in the tensors a graph holds
+            self.enforce.update(mask)
+        else:
+            self.enforce = Enforcer(mask, weights)
+            self.mask_version += 1  # a captured step enforces the tensors it was captured with
 
     def _rewrap(self) -> None:
         """(Re)build what a step calls; DDP registers the parameters that train when it is built."""
@@ -205,6 +210,7 @@ class Trainer:
         return mean_loss, acc, seconds
 
     def run_epoch(self) -> dict[str, float]:
+        wall = time.perf_counter()
         lr = self.opt.param_groups[0]["lr"]
         train_loss, train_acc, seconds = self.train_epoch()
         with warnings.catch_warnings():  # the update is `sgd_step`, so torch never sees `opt.step()`
@@ -230,12 +236,13 @@ class Trainer:
             "test_acc": test_acc,
             "seconds": seconds,
             "images_per_s": self.train_loader.num_images / max(seconds, 1e-9),
+            "wall_seconds": time.perf_counter() - wall,  # with evaluation and the tricks' epoch hooks
         }
         self.history.append(row)
         log.info(
-            "%s ep %d/%d loss %.3f acc %.1f%% val %.1f%% test %.1f%% lr %.4f %.2fs %.0f img/s",
+            "%s ep %d/%d loss %.3f acc %.1f%% val %.1f%% test %.1f%% lr %.4f %.2fs %.0f img/s (wall %.2fs)",
             self.name, self.epoch, self.cfg.epochs, train_loss, train_acc, val_acc, test_acc, lr,
-            seconds, row["images_per_s"],
+            seconds, row["images_per_s"], row["wall_seconds"],
         )  # fmt: skip
         return row
 
@@ -280,16 +287,38 @@ class Trainer:
         if state is not None:
             self.load_state(state)
             log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, resume.path(self.name))
+        every = self.cfg.checkpoint_every
         while self.epoch < self.cfg.epochs:
             self.run_epoch()
             if on_epoch_end is not None:
                 on_epoch_end(self)
-            if resume is not None and self.rt.rank == 0:  # every rank holds the same state; one writes
+            due = self.epoch % every == 0 and self.epoch < self.cfg.epochs  # the last: `finish` follows
+            if resume is not None and self.rt.rank == 0 and due:  # ranks hold the same state; one writes
+                start = time.perf_counter()
                 resume.save(self.name, self.state())
+                self.checkpoint_time += time.perf_counter() - start
+        self.release_graphs()
         result = self.finish()
         if resume is not None and self.rt.rank == 0:
             resume.discard(self.name)  # the finished checkpoint is now the artifact
         return result
+
+    def release_graphs(self) -> None:
+        """Free the captured graphs, their memory pools and static tensors now, not at the next `gc`.
+
+        Each graph holds a bound method of its owner (a reference cycle), so a finished Trainer would
+        otherwise live until the cycle collector runs, which may happen in the middle of a later
+        capture in the same process (lottery tickets train several networks one after another).
+        """
+        for graph in (self.graph, *(e.graph for e in self.evaluations)):
+            if graph is not None:
+                graph.release()
+
+    def step_path(self) -> str:
+        """How the training steps ran: `captured` (CUDA graphs), `eager`, or eager after a failed capture."""
+        if self.graph is None:
+            return "eager"
+        return f"eager (capture failed: {self.graph.failed})" if self.graph.failed else "captured"
 
     def finish(self) -> FitResult:
         """Run the tricks' `finish`, verify the mask on the final weights and summarise."""
@@ -314,7 +343,11 @@ class Trainer:
             device=str(self.rt.device),
         )
         summary.update(
-            weights_trained=self.weights_trained, weights_evaluated=count_weights(model, self.mask)
+            weights_trained=self.weights_trained,
+            weights_evaluated=count_weights(model, self.mask),
+            wall_seconds=sum(r.get("wall_seconds", 0.0) for r in self.history),  # 0: older resume files
+            checkpoint_seconds=self.checkpoint_time,
+            step=self.step_path(),
         )
         for t in self.tricks:
             summary.update(t.metrics())

@@ -38,6 +38,7 @@ def ctx_params(sparsity: float = SPARSITY, scope: str = "global", rounds: int = 
         "seed": seed, "prune.sparsity": sparsity, "prune.scope": scope, "prune.rounds": rounds,
         "dense.epochs": dense_epochs, "prune.batches": 2, "prune.batch_size": 16,
         "train.batch_size": 32, "train.eval_batch_size": 64, "train.lr": 0.05, "train.device": "cpu",
+        "train.checkpoint_every": 1,  # the resume tests kill runs between epochs
         **changes,
     })  # fmt: skip
 

@@ -35,7 +35,7 @@ def workdir(
     stage's init and a mask."""
     raw_params["model"]["width"] = width
     # CPU even where a GPU is present: resumed runs are compared bit for bit, which cuDNN need not give.
-    raw_params["train"].update(epochs=epochs, batch_size=32, device="cpu")
+    raw_params["train"].update(epochs=epochs, batch_size=32, device="cpu", checkpoint_every=1)
     raw_params["dense"]["epochs"] = dense_epochs
     raw_params["tricks"]["run"] = ["baseline"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))

@@ -32,18 +32,20 @@ def test_soft_act_is_soft_then_exactly_relu(name, soft):
     assert len(sites) == len(relus) and all(isinstance(m, BlendAct) for m in sites.values())
     for m in sites.values():
         m.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
-    for epoch, expected in ((0, soft), (5, F.relu), (9, F.relu)):
+    for epoch, expected in ((0, soft), (4, lambda x: 0.5 * soft(x) + 0.5 * F.relu(x))):
         trick.on_epoch_start(epoch, 10, net)
         seen.clear()
         net(x_in())
         assert len(seen) == len(relus)
-        assert all(torch.equal(out, expected(inp)) for inp, out in seen)
-    trick.on_epoch_start(4, 10, net)
-    seen.clear()
-    net(x_in())
-    assert all(torch.allclose(out, 0.5 * soft(inp) + 0.5 * F.relu(inp)) for inp, out in seen)
-    trick.on_epoch_start(9, 10, net)  # the last epoch computes ReLU: finish puts the ReLUs back
+        assert all(torch.allclose(out, expected(inp)) for inp, out in seen)
+        assert epoch or all(torch.equal(out, expected(inp)) for inp, out in seen)
+    assert trick.graph_key() is True
+    trick.on_epoch_start(5, 10, net)  # λ = 1: the original ReLU modules are back, the blends gone
+    assert [m for m in net.modules() if isinstance(m, nn.ReLU)] == relus
+    assert not any(isinstance(m, BlendAct) for m in net.modules()) and trick.graph_key() is False
+    trick.on_epoch_start(9, 10, net)  # the last epoch computes ReLU: finish keeps the ReLUs
     net = trick.finish(net)
+    assert trick.kept() == {}
     assert [m for m in net.modules() if isinstance(m, nn.ReLU)] == relus  # the very same objects
 
 

@@ -172,11 +172,28 @@ class Enforcer:
     """
 
     def __init__(self, mask: Mask, weights: Mapping[str, Tensor]) -> None:
+        self.names = list(mask.tensors)
         self.params = [weights[n] for n in mask.tensors]
         self.masks = [
             m.to(device=w.device, dtype=w.dtype).contiguous(memory_format=_format_of(w))
             for m, w in zip(mask.tensors.values(), self.params, strict=True)
         ]
+
+    def covers(self, mask: Mask) -> bool:
+        """Whether `mask` has exactly this enforcer's layers, so `update` can take its values."""
+        return list(mask.tensors) == self.names and all(
+            t.shape == m.shape for t, m in zip(mask.tensors.values(), self.masks, strict=True)
+        )
+
+    @torch.no_grad()
+    def update(self, mask: Mask) -> None:
+        """New mask values copied into the same tensors, so a captured step enforces them as it is.
+
+        Gradual pruning (gmp) changes the mask every epoch of its ramp; a new enforcer would mean
+        capturing the training step again each time.
+        """
+        for m, t in zip(self.masks, mask.tensors.values(), strict=True):
+            m.copy_(t)
 
     @torch.no_grad()
     def __call__(self) -> None:

@@ -7,8 +7,9 @@ weights carry them; the final network keeps the ReLU backbone.
 Deliberate differences from the original code, which used one soft activation for the whole run
 (and for the dense pre-training and pruning too): the soft function is used only until `start`,
 then blended linearly, f = (1 - λ)·soft + λ·ReLU, with λ reaching 1 at `end` (fractions of the
-epochs); from there on the net computes ReLU exactly, and `finish` puts the original `nn.ReLU`
-modules back, so the saved network is the plain architecture. With `start: 1, end: 1` (the original's
+epochs); from the first epoch with λ = 1 the original `nn.ReLU` modules are back in the network
+(a captured step is then captured again without the blend's kernels), so the saved network is the
+plain architecture. With `start: 1, end: 1` (the original's
 constant soft activation) λ never reaches 1: the blend modules then stay in the saved network, which
 is the one every accuracy was measured on.
 """
@@ -61,6 +62,8 @@ class BlendAct(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lam = self.lam.to(x.dtype)
+        if x.is_cuda:  # one kernel instead of four; on the CPU the written-out blend keeps old results' bits
+            return torch.lerp(SOFT[self.soft_name](x), F.relu(x), lam)
         return (1 - lam) * SOFT[self.soft_name](x) + lam * F.relu(x)
 
     def extra_repr(self) -> str:
@@ -92,16 +95,26 @@ class SoftAct(Trick):
 
     def on_epoch_start(self, epoch: int, epochs: int, model: nn.Module) -> None:
         self.lam = self.options.window.ramp(epoch, epochs)
-        set_lambda(model, self.lam)
+        if self.lam >= 1.0:
+            self._relu_back()  # f is exactly ReLU from here on: compute it as ReLU
+        else:
+            set_lambda(model, self.lam)
+
+    def _relu_back(self) -> None:
+        for parent, name, relu in self._swapped:
+            setattr(parent, name, relu)
+        self._swapped = []
+
+    def graph_key(self) -> object:
+        return bool(self._swapped)  # the blends are in the network, or the ReLUs are back
 
     def finish(self, model: nn.Module) -> nn.Module:
         """Put the original ReLU objects back, unless the last epoch still blended in the soft function."""
         if self.lam < 1.0:
             self._kept = {"activation": self.options.activation, "lam": self.lam}
+            self._swapped = []
         else:
-            for parent, name, relu in self._swapped:
-                setattr(parent, name, relu)
-        self._swapped = []
+            self._relu_back()
         return model
 
     def kept(self) -> dict[str, Any]:
