@@ -36,6 +36,11 @@ def run_stage(main: Callable[[], None]) -> None:
         raise SystemExit(130) from None
 
 
+def data_files(folder: Path) -> list[Path]:
+    """The prepared data's files, in a fixed order: part of every run identity that reads them."""
+    return sorted(f for f in folder.iterdir() if f.is_file())
+
+
 def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
     """This process's runtime; first, when a sweep runs experiments in parallel, a GPU slot of its own.
 

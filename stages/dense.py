@@ -7,7 +7,7 @@ with the same seed, data, model and train settings the cached network instead of
 import argparse
 from pathlib import Path
 
-from stages._common import PARAMS, run_stage, runtime
+from stages._common import PARAMS, data_files, run_stage, runtime
 from tost import config, data, dense, metrics
 from tost.io import save_tensors
 from tost.resume import ResumeDir, run_identity
@@ -30,18 +30,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     trained = args.out / "trained.pt"
     record = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
+    resume = None
     if p.dense.epochs == 0:
         trained.unlink(missing_ok=True)  # no dense network: the methods prune the initialisation
     else:
-        inputs = sorted(f for f in args.data.iterdir() if f.is_file())
-        identity = run_identity(p, dense.SECTIONS, inputs, exclude=dense.NOT_READ)
-        result = dense.fit(p, prepared, model, rt, ResumeDir(args.resume, identity) if args.resume else None)
+        identity = run_identity(p, dense.SECTIONS, data_files(args.data), exclude=dense.NOT_READ)
+        resume = ResumeDir(args.resume, identity) if args.resume else None
+        result = dense.fit(p, prepared, model, rt, resume, discard=False)
         state = dense.cpu_state(result.model)
         save_tensors(
             trained, {"format": "tost-checkpoint/1", **meta, "variant": "dense", "state_dict": state}
         )
         record.update(result.summary)
     metrics.write(record, metrics.DENSE, args.metrics, args.detail)
+    if resume is not None:
+        resume.discard(dense.NAME)  # after the outputs: a kill before this line resumes, loses nothing
 
 
 if __name__ == "__main__":

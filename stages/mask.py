@@ -9,7 +9,7 @@ after a kill continues from there and ends with the same outputs. DIR is emptied
 import argparse
 from pathlib import Path
 
-from stages._common import PARAMS, run_stage, runtime
+from stages._common import PARAMS, data_files, run_stage, runtime
 from tost import config, data, metrics, models
 from tost.io import save_tensors
 from tost.prune import find
@@ -17,7 +17,7 @@ from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 
 SECTIONS = ("seed", "data", "model", "dense", "prune", "prune_options", "train")  # what the mask depends on
-NOT_READ = ("train.epochs", "train.nproc", "train.checkpoint_every")
+NOT_READ = ("train.epochs", "train.nproc")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     resume = None
     if args.resume is not None:  # resume files of any other run (params or inputs) are ignored
-        inputs = [*sorted(f for f in args.data.iterdir() if f.is_file()), args.dense / "init.pt"]
+        inputs = [*data_files(args.data), args.dense / "init.pt"]
         resume = ResumeDir(args.resume, run_identity(p, SECTIONS, inputs, exclude=NOT_READ))
     found = find(p, prepared, model, rt, resume, trained)
     meta = {"method": p.prune.method, "arch": p.model.arch, "width": p.model.width, "scope": p.prune.scope}

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from stages._common import PARAMS, run_stage, runtime
+from stages._common import PARAMS, data_files, run_stage, runtime
 from stages._torchrun import relaunch
 from tost import config, data, distributed, metrics, models, tricks
 from tost.io import save_tensors, write_csv
@@ -19,7 +19,6 @@ from tost.sparsity.mask import Mask
 from tost.train import Trainer
 
 SECTIONS = ("seed", "data", "model", "train", "tricks")  # with the variant, mask and init: the run
-NOT_IDENTITY = ("train.checkpoint_every",)  # when resume files are written: not what the run computes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,14 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(p.seed)
         prepared = data.load_prepared(args.data)
         model = models.from_file(args.init, p.model, prepared.num_classes, prepared.shape)
-        identity = run_identity(
-            p, SECTIONS, [args.mask, args.init], extra={"variant": variant}, exclude=NOT_IDENTITY
-        )
-        resume = ResumeDir(args.resume, identity) if args.resume else None
+        run = run_identity(p, SECTIONS, [*data_files(args.data), args.mask, args.init], {"variant": variant})
+        resume = ResumeDir(args.resume, run) if args.resume else None
         used = tricks.build_variant(variant, p.tricks.options)
         trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, used, rt, p.seed,
                           name=f"train[{variant}]")  # fmt: skip
-        result = trainer.fit(resume)
+        result = trainer.fit(resume, discard=False)
         if rt.rank == 0:
             state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
             kept = tricks.kept(variant, used)  # tricks still on in the last epoch stay in the network
@@ -56,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
             save_tensors(args.ckpt, {**meta, "variant": variant, "state_dict": state})
             metrics.write({"variant": variant, **result.summary}, metrics.TRAIN, args.metrics, args.detail)
             write_csv(args.curve, result.history)
+            if resume is not None:  # after the outputs: a kill before this line resumes instead
+                resume.discard(trainer.name)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from hypothesis import HealthCheck, settings
 from torch import nn
 
 from tost import config
@@ -23,6 +25,14 @@ from tost.train import FitResult, Trainer
 from tost.tricks.base import Trick
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Generated-input tests: `ci` (the default) keeps them to seconds; HYPOTHESIS_PROFILE=thorough locally.
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+settings.register_profile(
+    "thorough", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SHAPE = (1, 8, 8)
 
 

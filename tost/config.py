@@ -8,6 +8,7 @@ the dotted key that is wrong.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -157,6 +158,11 @@ class TrainConfig:
             raise ValueError("weight_decay and max_grad_norm must be >= 0")
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be increasing epoch numbers >= 1, got {list(self.milestones)}")
+        if self.schedule == "multistep" and any(m > self.epochs for m in self.milestones):
+            raise ValueError(
+                f"milestones must lie within the {self.epochs} epochs for schedule multistep, "
+                f"got {list(self.milestones)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -277,16 +283,12 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if is_dataclass(tp):
         return build(tp, value, where)
     if tp is float:
-        if isinstance(value, bool):
+        number = _number(value)
+        if number is None:
             raise ConfigError(f"params.yaml: {where}: must be a number, got {value!r}")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"params.yaml: {where}: must be a number, got {value!r}")
+        if not math.isfinite(number):  # NaN passes every range check (all comparisons are false)
+            raise ConfigError(f"params.yaml: {where}: must be a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -300,6 +302,20 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"params.yaml: {where}: must be a string, got {value!r}")
     raise TypeError(f"config: no coercion for {_type_name(tp)} at {where}")  # a bug in this module
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a float: a YAML number, or a string like `1e-4` (YAML reads those as strings)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def build(cls: type[T], raw: Any, where: str) -> T:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tost.errors import DataError, TostError
-from tost.io import load_tensors, read_json, save_tensors, write_json
+from tost.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -53,11 +53,12 @@ def _digest(s: Split) -> str:
 
 
 def save_prepared(p: Prepared, out_dir: Path) -> dict[str, Any]:
-    """Write one tensor file per split plus meta.json; returns the meta (also the data metrics)."""
-    out_dir = Path(out_dir)
+    """Write one tensor file per split plus meta.json, all or nothing; returns the meta (the data metrics).
+
+    The files are written into a new folder that then replaces `out_dir` whole (`atomic_dir`), so a
+    failure in any of them leaves the previous prepared data as it was.
+    """
     splits = {"train": p.train, "val": p.val, "test": p.test}
-    for name, s in splits.items():
-        save_tensors(out_dir / f"{name}.pt", {"x": s.x, "y": s.y})
     meta = {
         "num_classes": p.num_classes,
         "shape": list(p.shape),
@@ -66,7 +67,10 @@ def save_prepared(p: Prepared, out_dir: Path) -> dict[str, Any]:
         "sizes": {k: len(s.y) for k, s in splits.items()},
         "sha256": {k: _digest(s) for k, s in splits.items()},
     }
-    write_json(out_dir / "meta.json", meta)
+    with atomic_dir(out_dir) as tmp:
+        for name, s in splits.items():
+            save_tensors(tmp / f"{name}.pt", {"x": s.x, "y": s.y})
+        write_json(tmp / "meta.json", meta)
     return meta
 
 
@@ -90,12 +94,19 @@ def load_prepared(out_dir: Path) -> Prepared:
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: prepared data not found; run `dvc repro data`")
     meta = read_json(meta_path)
+    try:
+        num_classes = int(meta["num_classes"])
+        mean, std = tuple(float(m) for m in meta["mean"]), tuple(float(s) for s in meta["std"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(
+            f"{meta_path}: not the prepared data's meta ({err!r}); run `dvc repro data`"
+        ) from None
     splits = {k: _load_split(out_dir / f"{k}.pt") for k in SPLITS}
     return Prepared(
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        num_classes=int(meta["num_classes"]),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
     )

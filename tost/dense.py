@@ -23,7 +23,8 @@ from tost.train import FitResult, Trainer
 
 # The params a dense network depends on, as `run_identity` sections and dotted exclusions.
 SECTIONS = ("seed", "data", "model", "dense", "train")
-NOT_READ = ("train.epochs", "train.nproc", "train.checkpoint_every")
+NOT_READ = ("train.epochs", "train.nproc")
+NAME = "dense"  # the run's name: its progress lines and its resume file
 
 
 def initial(p: Params, prepared: Prepared) -> nn.Module:
@@ -33,12 +34,20 @@ def initial(p: Params, prepared: Prepared) -> nn.Module:
 
 
 def fit(
-    p: Params, prepared: Prepared, model: nn.Module, rt: Runtime, resume: ResumeDir | None = None
+    p: Params,
+    prepared: Prepared,
+    model: nn.Module,
+    rt: Runtime,
+    resume: ResumeDir | None = None,
+    discard: bool = True,
 ) -> FitResult:
-    """Train `model` without a mask for `dense.epochs` epochs with the train stage's loop and settings."""
+    """Train `model` without a mask for `dense.epochs` epochs with the train stage's loop and settings.
+
+    `discard=False` keeps the resume file for the stage to delete once its outputs are written.
+    """
     cfg = dataclasses.replace(p.train, epochs=p.dense.epochs)
-    trainer = Trainer(model, Mask.ones(prunable(model)), prepared, p.data, cfg, [], rt, p.seed, "dense")
-    return trainer.fit(resume)
+    trainer = Trainer(model, Mask.ones(prunable(model)), prepared, p.data, cfg, [], rt, p.seed, NAME)
+    return trainer.fit(resume, discard=discard)
 
 
 def cpu_state(model: nn.Module) -> dict[str, Tensor]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,38 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise TostError(f"cannot write {target}: {err.strerror or err}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty folder beside `path`; on success it takes the place of `path`, else it goes.
+
+    A stage that writes several files (the prepared data's four) then leaves all of the new ones or
+    all of the old ones, never a mix: a full disk on the second file changes nothing. The swap is
+    two renames. An error names the file as the stage meant to write it, not the temporary folder.
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise TostError(f"cannot write {target}: {err.strerror or err}") from None
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except TostError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TostError(str(err).replace(str(tmp), str(target))) from None
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TostError(f"cannot write {target}: {err.strerror or err}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -76,6 +109,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise TostError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise TostError(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError:
+        raise TostError(f"{path}: not valid JSON (not UTF-8 text: a binary file?)") from None
 
 
 def save_tensors(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
@@ -110,6 +145,6 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
             f"{p}: refused to load: the file holds Python objects other than tensors and plain "
             f"containers, which could run code ({str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # a damaged file makes torch's unpickler fail in any way (IndexError, ...)
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{p}: not a readable torch file (truncated or corrupted?): {msg}") from None

@@ -53,6 +53,9 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+NEVER = ("train.checkpoint_every",)  # when resume files are written: never what a run computes
+
+
 def run_identity(
     params: Params,
     sections: Iterable[str],
@@ -66,7 +69,7 @@ def run_identity(
     or a finished experiment with this identity stands for the run.
     """
     parts = {name: _plain(getattr(params, name)) for name in sections}
-    for dotted in exclude:
+    for dotted in (*exclude, *(k for k in NEVER if k.split(".")[0] in parts)):
         section, key = dotted.split(".", 1)
         parts[section].pop(key)
     h = hashlib.sha256(json.dumps({**parts, **_plain(extra or {})}, sort_keys=True).encode())

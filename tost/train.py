@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tost import distributed
 from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared
-from tost.errors import MaskError, TrainingError
+from tost.errors import CheckpointError, MaskError, TrainingError
 from tost.loader import make_loaders
 from tost.resume import ResumeDir
 from tost.runtime import Runtime, rng_state, set_rng_state
@@ -69,6 +69,29 @@ def _loss_fn(tricks: Sequence[Trick]) -> Callable[[Tensor, Tensor], Tensor]:
     """The trick that defines a loss (`build_variant` allows at most one), else cross-entropy."""
     owner = next((t for t in tricks if t.overrides_loss), None)
     return F.cross_entropy if owner is None else owner.loss
+
+
+STATE_KEYS = {
+    "epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "history": list, "train_time": float,
+    "data_rng": Tensor, "rng": dict, "mask": dict, "extra": dict,
+}  # fmt: skip
+
+
+def check_state(state: Mapping[str, Any], where: object) -> None:
+    """A resume file's state has every part `Trainer.state` writes, of the right kind, or is refused.
+
+    Its fingerprint matched, so it is this run's; a damaged one (a flipped bit in a key) must stop
+    the run with one line rather than resume half-loaded.
+    """
+    wrong = [k for k, kind in STATE_KEYS.items() if not isinstance(state.get(k), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{where}: a damaged resume file (missing or wrong: {', '.join(wrong)}); delete it"
+        )
+
+
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 class Trainer:
@@ -275,18 +298,30 @@ class Trainer:
         set_rng_state(state["rng"])
 
     def fit(
-        self, resume: ResumeDir | None = None, on_epoch_end: Callable[[Trainer], None] | None = None
+        self,
+        resume: ResumeDir | None = None,
+        on_epoch_end: Callable[[Trainer], None] | None = None,
+        discard: bool = True,
     ) -> FitResult:
         """Train for `cfg.epochs`, continuing from `resume` when it holds a state of this run.
 
         `on_epoch_end(trainer)` runs after every epoch; mask methods use it to snapshot weights (lottery
         ticket rewinding) or to prune gradually (`set_mask`); what they keep in `extra` survives a
-        resume and comes back in `FitResult.extra`.
+        resume and comes back in `FitResult.extra`. With `discard=False` the resume file stays: a
+        stage deletes it once its outputs are written, so a kill before that loses nothing.
         """
         state = resume.load(self.name) if resume is not None else None
         if state is not None:
-            self.load_state(state)
+            where = resume.path(self.name)
+            check_state(state, where)
+            try:
+                self.load_state(state)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+                raise CheckpointError(
+                    f"{where}: a damaged resume file ({_first_line(err)}); delete it"
+                ) from None
             log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, resume.path(self.name))
+            self._tricks_at(self.epoch - 1)
         every = self.cfg.checkpoint_every
         while self.epoch < self.cfg.epochs:
             self.run_epoch()
@@ -299,9 +334,20 @@ class Trainer:
                 self.checkpoint_time += time.perf_counter() - start
         self.release_graphs()
         result = self.finish()
-        if resume is not None and self.rt.rank == 0:
+        if resume is not None and self.rt.rank == 0 and discard:
             resume.discard(self.name)  # the finished checkpoint is now the artifact
         return result
+
+    def _tricks_at(self, epoch: int) -> None:
+        """The tricks' state of `epoch` (their schedules are functions of the epoch alone).
+
+        A resumed run sets it before anything else: if no epoch is left to run, `finish` then
+        decides, as in the uninterrupted run, from the last epoch's values (blend back to ReLU or
+        not, jumps removed or kept), not from the tricks' starting ones.
+        """
+        if epoch >= 0:
+            for t in self.tricks:
+                t.on_epoch_start(epoch, self.cfg.epochs, self.model)
 
     def release_graphs(self) -> None:
         """Free the captured graphs, their memory pools and static tensors now, not at the next `gc`.

@@ -14,12 +14,14 @@ import pytest
 import torch
 import yaml
 
+import tost.data
 import tost.datasets.cifar as cifar
 import tost.io
 from stages import data as data_stage
 from stages import mask as mask_stage
 from stages import train as train_stage
 from tests.stages.conftest import edit_params, env, mask_args, one_line, train_cmd, workdir
+from tost.errors import TostError
 from tost.models import build
 from tost.sparsity.mask import FORMAT, Enforcer, Mask, prunable
 
@@ -177,6 +179,37 @@ def test_disk_full_keeps_the_old_file_and_isone_line(tmp_path, monkeypatch, raw_
     )
     assert line == "error: cannot write artifacts/data/train.pt: No space left on device"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporaries
+    assert sorted(p.name for p in out.parent.iterdir()) == ["data", "dense"]
+
+
+@pytest.mark.parametrize("failing", ["train.pt", "val.pt", "test.pt", "meta.json"])
+def test_the_data_stage_writes_all_of_its_files_or_none(
+    tmp_path, monkeypatch, raw_params, stage_error, failing
+):
+    """Four files, each atomic: a failure in any one must leave the previous four, not a mix."""
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+    out = work / "artifacts" / "data"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    edit_params(work, {"seed": 1})  # different splits: every file would change
+    real_save, real_json = tost.data.save_tensors, tost.data.write_json
+
+    def full(real):
+        def write(path, obj):
+            if path.name == failing:
+                raise TostError(f"cannot write {path}: No space left on device")
+            return real(path, obj)
+
+        return write
+
+    monkeypatch.setattr(tost.data, "save_tensors", full(real_save))
+    monkeypatch.setattr(tost.data, "write_json", full(real_json))
+    line = stage_error(
+        data_stage.main,
+        ["--out", "artifacts/data", "--metrics", "metrics/data.json", "--detail", "metrics/detail/data.json"],
+    )
+    assert line == f"error: cannot write artifacts/data/{failing}: No space left on device"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["data", "dense"]  # no temporary folder left
 
 
 def test_unenforced_mask_fails_the_train_stage_and_writes_nothing(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -12,12 +13,17 @@ import time
 import pytest
 import torch
 
+from stages import dense as dense_stage
 from stages import mask as mask_stage
+from stages import train as train_stage
 from tests.sparsity.test_methods_contract import make_ctx
-from tests.stages.conftest import env, mask_args, train_cmd, workdir
+from tests.stages.conftest import edit_params, env, mask_args, train_cmd, workdir
+from tost import data
 from tost.io import load_tensors
 from tost.resume import ResumeDir
+from tost.sparsity.mask import Mask
 from tost.sparsity.methods import METHODS, gmp, lt
+from tost.train import Trainer
 
 
 def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path, monkeypatch, raw_params):
@@ -137,3 +143,104 @@ def test_mask_methods_that_train_resume_to_the_uninterrupted_result(tmp_path, me
     assert again.info == full.info
     if full.rewind is not None:
         assert all(torch.equal(again.rewind[k], v) for k, v in full.rewind.items())
+
+
+class Killed(Exception):
+    """Stands for a kill in the middle of a stage."""
+
+
+def _kill_at_epoch(monkeypatch, epoch: int) -> None:
+    """Every Trainer of this process stops when it is about to start `epoch` (1-based)."""
+    real = Trainer.run_epoch
+
+    def run_epoch(self):
+        if self.epoch + 1 == epoch:
+            raise Killed
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+
+
+def _train_args(run: str, resume: str) -> list[str]:
+    return [*train_cmd(run)[3:-2], "--resume", resume]
+
+
+def _outputs(work, run: str) -> tuple[dict, dict]:
+    detail = json.loads((work / run / "detail.json").read_text())
+    untimed = {k: v for k, v in detail.items() if k not in TIMING}
+    return load_tensors(work / run / "ckpt.pt")["state_dict"], untimed
+
+
+TIMING = {"train_seconds", "images_per_s", "wall_seconds", "checkpoint_seconds"}
+
+
+def _change_lr(work) -> None:
+    edit_params(work, {"train.lr": 0.02})
+
+
+def _change_mask(work) -> None:
+    mask, meta = Mask.load(work / "artifacts" / "mask.pt")
+    flipped = {n: t.clone() for n, t in mask.tensors.items()}
+    name = next(iter(flipped))
+    flipped[name].view(-1)[0] = ~flipped[name].view(-1)[0]  # one weight more or less
+    Mask(flipped).save(work / "artifacts" / "mask.pt", meta)
+
+
+def _change_data(work) -> None:
+    full = data.load_prepared(work / "artifacts" / "data")
+    cut = data.Split(full.train.x[:200], full.train.y[:200])
+    data.save_prepared(dataclasses.replace(full, train=cut), work / "artifacts" / "data")
+
+
+@pytest.mark.parametrize("change", [_change_lr, _change_mask, _change_data], ids=["lr", "mask", "data"])
+def test_a_resume_file_of_another_run_is_ignored_and_the_rerun_is_a_fresh_run(
+    tmp_path, monkeypatch, raw_params, caplog, change
+):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=4, width=4, train_images=256)
+    with monkeypatch.context() as m:
+        _kill_at_epoch(m, 3)
+        with pytest.raises(Killed):
+            train_stage.main(_train_args("killed", "killed/resume"))
+    assert load_tensors(work / "killed" / "resume" / "train-baseline.pt")["epoch"] == 2
+    change(work)
+    caplog.set_level(logging.INFO)
+    train_stage.main(_train_args("killed", "killed/resume"))
+    assert "is from another run (params or inputs changed); train[baseline] starts over" in caplog.text
+    train_stage.main(_train_args("fresh", "fresh/resume"))
+    (a, da), (b, db) = _outputs(work, "killed"), _outputs(work, "fresh")
+    assert da == db and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (work / "killed" / "resume").exists()
+
+
+def test_a_killed_dense_stage_resumes_and_its_resume_file_outlives_the_training(
+    tmp_path, monkeypatch, raw_params, caplog
+):
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, width=4, mask=False, train_images=256)
+    edit_params(work, {"dense.epochs": 4})
+    args = lambda out: ["--data", "artifacts/data", "--out", f"{out}/dense", "--metrics", f"{out}/m.json",  # noqa: E731
+                        "--detail", f"{out}/d.json", "--resume", f"{out}/resume"]  # fmt: skip
+    dense_stage.main(args("full"))
+    with monkeypatch.context() as m:  # killed in the third epoch: epochs 1 and 2 are saved
+        _kill_at_epoch(m, 3)
+        with pytest.raises(Killed):
+            dense_stage.main(args("killed"))
+    with monkeypatch.context() as m:  # killed after training, while writing trained.pt: nothing lost
+        real = dense_stage.save_tensors
+
+        def save(path, obj):
+            if path.name == "trained.pt":
+                raise Killed
+            return real(path, obj)
+
+        m.setattr(dense_stage, "save_tensors", save)
+        caplog.set_level(logging.INFO)
+        with pytest.raises(Killed):
+            dense_stage.main(args("killed"))
+        assert "dense: resumed after epoch 2" in caplog.text
+    assert (work / "killed" / "resume" / "dense.pt").exists()  # the training's last save outlived it
+    caplog.clear()
+    dense_stage.main(args("killed"))
+    assert "dense: resumed after epoch 3" in caplog.text  # 4 epochs, the last never saved
+    for f in ("init.pt", "trained.pt"):
+        assert (work / "killed" / "dense" / f).read_bytes() == (work / "full" / "dense" / f).read_bytes(), f
+    assert not (work / "killed" / "resume").exists()

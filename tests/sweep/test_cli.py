@@ -59,3 +59,26 @@ def test_set_args_print_a_presets_overrides_for_dvc_exp_run(stage_dir, capsys):
     out = capsys.readouterr().out.strip()
     assert out.startswith("-S ") and 'data.name="fashion_mnist"' in out.replace("'", "")
     assert "report." not in out  # the table's own section never goes to an experiment
+
+
+@pytest.mark.parametrize(
+    ("preset", "message"),
+    [
+        ("report: {bogus: 1}", "report.bogus: no such key in params.yaml"),
+        ("report: {seeds: []}", "report.seeds: list at least one"),
+        ("report: {methods: []}", "report.methods: list at least one"),
+        ("report: {seeds: [0, 0]}", "report.seeds: listed twice: [0, 0]"),
+        ("report: {sparsities: [1.0]}", "report.sparsities must be in [0, 1), got [1.0]"),
+        ("report: {sparsities: [0.9, 0.9]}", "report.sparsities: listed twice"),
+    ],
+)  # fmt: skip
+def test_a_bad_preset_queues_nothing(stage_dir, monkeypatch, preset, message):
+    """Without --dry-run: the preset is refused before DVC is asked for anything."""
+    (stage_dir / "bad.yaml").write_text(preset + "\n")
+    calls = []
+    real = dvc.run_dvc
+    monkeypatch.setattr(dvc, "run_dvc", lambda args, env=None: calls.append(args) or real(args, env))
+    with pytest.raises(ConfigError) as err:
+        cli.main(["--preset", "bad.yaml"])
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert calls == []

@@ -168,3 +168,16 @@ def test_every_preset_parses_and_is_documented(raw_params, path):
     preset = yaml.safe_load(path.read_text())
     config.parse(plan.override(raw_params, plan.flatten(preset), path.stem))
     assert f"| `{path.stem}` |" in (ROOT / "docs" / "table.md").read_text()
+
+
+def test_report_metric_best_val_acc_tabulates_validation_accuracy(raw_params):
+    variants = list(raw_params["tricks"]["run"])
+    cell = plan.plan(raw_params)[0]
+    metrics = {
+        f"metrics/train/{v}.json": {"test_acc": 90.0 + i, "best_val_acc": 50.0 + i, "final_test_acc": 1.0}
+        for i, v in enumerate(variants)
+    }
+    (exp,) = dvc.parse_exp_show(exp_show([{"name": "e", "params": cell.params, "metrics": metrics}]))
+    run = plan.as_run(exp, config.parse(exp.params), variants, "best_val_acc")
+    assert run.accuracy == {v: 50.0 + i for i, v in enumerate(variants)}
+    assert plan.as_run(exp, config.parse(exp.params), variants, "test_acc").accuracy[variants[0]] == 90.0

@@ -1,0 +1,144 @@
+"""Generated bad artifacts: every file a stage reads, truncated, bit-flipped, swapped or replaced.
+
+Prepared data (a split file, meta.json), mask.pt, init.pt and a resume file are made for real once,
+then damaged: cut at a random byte, one random bit flipped, replaced by another artifact, or by a
+pickle that runs code when loaded. Reading them must raise a `TostError` whose one line names the
+file, or give back what a valid file of that kind holds (a flipped bit inside a tensor's numbers
+can be a valid, different file); a resume file that is not this run's is ignored and training
+starts over. No other exception, and the pickle's code never runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared
+from tost import config, data, models
+from tost.errors import TostError
+from tost.io import save_tensors
+from tost.resume import ResumeDir
+from tost.runtime import Runtime
+from tost.sparsity.mask import Mask
+from tost.train import Trainer, check_state
+
+SIDE_EFFECT = Path(tempfile.gettempdir()) / "tost-fuzz-pickle-ran"
+
+
+class RunsCode:
+    def __reduce__(self):  # what a malicious pickle does: call something when loaded
+        return (os.system, (f"touch {SIDE_EFFECT}",))
+
+
+RELATIVE = {
+    "train.pt": "data/train.pt",
+    "meta.json": "data/meta.json",
+    "mask.pt": "mask.pt",
+    "init.pt": "init.pt",
+    "resume": "resume/train.pt",
+}
+
+
+def _trainer() -> Trainer:
+    p = config.parse(repo_params())
+    net = tiny_net()
+    cfg = dataclasses.replace(p.train, batch_size=16)
+    return Trainer(net, random_mask(net), tiny_prepared(n=40), p.data, cfg, [], Runtime.cpu(), 0)
+
+
+@functools.cache
+def _originals() -> dict[str, bytes]:
+    """Every artifact's bytes, made for real once (the data stage's, the mask stage's, ...)."""
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        data.save_prepared(tiny_prepared(n=40), folder / "data")
+        net = tiny_net()
+        random_mask(net).save(folder / "mask.pt")
+        save_tensors(
+            folder / "init.pt", {"format": "tost-init/1", "arch": "resnet20", "state_dict": net.state_dict()}
+        )
+        ResumeDir(folder / "resume", "run").save("train", _trainer().state())
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _artifacts(folder: Path) -> dict[str, Path]:
+    for relative, content in _originals().items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(content)
+    return {kind: folder / relative for kind, relative in RELATIVE.items()}
+
+
+def _resume(path: Path) -> dict | None:
+    """What `Trainer.fit` does with a resume file before it loads anything from it."""
+    state = ResumeDir(path.parent, "run").load("train")
+    if state is not None:
+        check_state(state, path)
+    return state
+
+
+def _read(kind: str, path: Path) -> Callable[[], Any]:
+    model_cfg = config.parse(repo_params()).model
+    cfg = dataclasses.replace(model_cfg, arch="resnet20", width=4)
+    readers = {
+        "train.pt": lambda: data.load_prepared(path.parent),
+        "meta.json": lambda: data.load_prepared(path.parent),
+        "mask.pt": lambda: Mask.load(path),
+        "init.pt": lambda: models.from_file(path, cfg, 4, (1, 8, 8)),
+        "resume": lambda: _resume(path),
+    }
+    return readers[kind]
+
+
+DAMAGE = st.one_of(
+    st.tuples(st.just("truncate"), st.floats(min_value=0.0, max_value=0.999)),
+    st.tuples(
+        st.just("flip"), st.floats(min_value=0.0, max_value=0.999), st.integers(min_value=0, max_value=7)
+    ),
+    st.tuples(st.just("swap"), st.sampled_from(["train.pt", "meta.json", "mask.pt", "init.pt", "resume"])),
+    st.tuples(st.just("pickle")),
+)
+
+
+def _damage(target: Path, how: tuple, files: dict[str, Path]) -> None:
+    raw = target.read_bytes()
+    if how[0] == "truncate":
+        target.write_bytes(raw[: int(how[1] * len(raw))])
+    elif how[0] == "flip":
+        at = int(how[1] * len(raw))
+        target.write_bytes(raw[:at] + bytes([raw[at] ^ (1 << how[2])]) + raw[at + 1 :])
+    elif how[0] == "swap":
+        target.write_bytes(files[how[1]].read_bytes())
+    else:
+        torch.save({"format": "tost-init/1", "x": RunsCode()}, target)
+
+
+@pytest.mark.parametrize("kind", ["train.pt", "meta.json", "mask.pt", "init.pt", "resume"])
+@settings(max_examples=max(settings().max_examples // 4, 10))  # 5 kinds: the CI profile's time in all
+@given(how=DAMAGE)
+def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(kind, how):
+    SIDE_EFFECT.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        files = _artifacts(Path(folder))
+        target = files[kind]
+        _damage(target, how, files)
+        try:
+            out = _read(kind, target)()
+        except TostError as err:
+            message = str(err)
+            assert "\n" not in message and (str(target) in message or str(target.parent) in message), message
+        else:
+            if kind == "resume":
+                assert out is None or out["epoch"] == 0  # None: another run's (or unreadable): starting over
+            elif kind in ("train.pt", "meta.json"):
+                assert out.train.x.dtype == torch.uint8 and out.num_classes >= 1
+    assert not SIDE_EFFECT.exists()  # the pickle's code never ran
