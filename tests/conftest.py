@@ -119,3 +119,17 @@ def fit(
     """One call for the tests: build a `Trainer` and run it to the end."""
     trainer = Trainer(net, mask, data, dcfg, cfg, tricks, rt or Runtime.cpu(), seed, name)
     return trainer.fit(resume, on_epoch_end)
+
+
+def variant_trainer(variant: str, name: str = "train", **train: Any) -> Trainer:
+    """A CPU `Trainer` of `variant` on the tiny data and net (seed 0), GradInit cut to 2 iterations."""
+    from tost.tricks import build_variant
+
+    raw = repo_params()
+    raw["train"].update(train)
+    raw["tricks"]["lrsi"]["iters"] = 2
+    p = config.parse(raw)
+    torch.manual_seed(0)
+    net = tiny_net()
+    tricks = build_variant(variant, p.tricks.options)
+    return Trainer(net, random_mask(net), tiny_prepared(), p.data, p.train, tricks, Runtime.cpu(), 0, name)

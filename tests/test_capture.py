@@ -22,13 +22,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from stages._common import set_cudnn_benchmark
-from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared
+from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared, variant_trainer
 from tests.test_step import Imitation, float64  # noqa: F401 - a fixture
 from tost import config
 from tost.resume import ResumeDir
 from tost.runtime import Runtime
 from tost.train import Trainer
-from tost.tricks import build_variant
 from tost.tricks import soft_act as soft_act_module
 
 SYNCS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "item"}  # ops that read to the host
@@ -91,14 +90,9 @@ def record_step(trainer: Trainer, epoch: int, lr: float) -> tuple[object, list]:
 
 
 def tost_trainer(epochs: int = 20) -> Trainer:
-    raw = repo_params()
-    raw["train"].update(epochs=epochs, batch_size=16, eval_batch_size=32, lr=0.05, max_grad_norm=1.0)
-    raw["tricks"]["lrsi"]["iters"] = 2
-    p = config.parse(raw)
-    torch.manual_seed(0)
-    net = tiny_net()
-    tricks = build_variant("tost", p.tricks.options)
-    return Trainer(net, random_mask(net), tiny_prepared(), p.data, p.train, tricks, Runtime.cpu(), 0)
+    return variant_trainer(
+        "tost", epochs=epochs, batch_size=16, eval_batch_size=32, lr=0.05, max_grad_norm=1.0
+    )
 
 
 def schedule_values(trainer: Trainer) -> tuple[float, ...]:

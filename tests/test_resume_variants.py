@@ -14,12 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared
-from tost import config
+from tests.conftest import variant_trainer
 from tost.resume import ResumeDir
-from tost.runtime import Runtime
 from tost.train import FitResult, Trainer
-from tost.tricks import build_variant
 
 VARIANTS = ["baseline", "soft_act", "ghost_skip", "label_smooth", "lrsi", "tost"]
 EPOCHS = 6
@@ -32,14 +29,8 @@ class Stop(Exception):
 
 
 def trainer(variant: str) -> Trainer:
-    raw = repo_params()
-    raw["train"].update(epochs=EPOCHS, batch_size=32, eval_batch_size=64, lr=0.05, checkpoint_every=1)
-    raw["tricks"]["lrsi"]["iters"] = 2
-    p = config.parse(raw)
-    torch.manual_seed(0)
-    net = tiny_net()
-    tricks = build_variant(variant, p.tricks.options)
-    return Trainer(net, random_mask(net), tiny_prepared(), p.data, p.train, tricks, Runtime.cpu(), 0, variant)
+    return variant_trainer(variant, variant, epochs=EPOCHS, batch_size=32, eval_batch_size=64, lr=0.05,
+                           checkpoint_every=1)  # fmt: skip
 
 
 def stopped_after(variant: str, epochs: int, resume: ResumeDir) -> None:
