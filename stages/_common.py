@@ -44,11 +44,11 @@ def data_files(folder: Path) -> list[Path]:
 def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
     """This process's runtime; first, when a sweep runs experiments in parallel, a GPU slot of its own.
 
-    The sweep (`sweep.slots`) sets the lock directory; a single process that will use CUDA claims a
+    The sweep sets the lock directory (`stages._slots`); a single process that will use CUDA claims a
     slot there and keeps it until it exits. torchrun workers get their GPUs from torchrun instead.
     """
     if cfg.device != "cpu" and torch.cuda.is_available() and nproc == 1 and "LOCAL_RANK" not in os.environ:
-        from sweep import slots  # only the sweep's experiments pay for it
+        from stages import _slots as slots  # only the sweep's experiments pay for it
 
         if (asked := slots.requested(os.environ)) is not None:
             index, handle = slots.claim(asked[0], torch.cuda.device_count(), asked[1])

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from stages import _slots as slots
 from stages._common import PARAMS, run_stage
-from sweep import dvc, plan, slots
+from sweep import dvc, plan
 from sweep.table import aggregate, gain_heatmap, sparsity_plot, to_markdown, write_outputs
 from tost import config
 from tost.errors import ConfigError, TostError
@@ -25,7 +26,7 @@ log = logging.getLogger("sweep")
 
 
 def worker_env(jobs: int, per_gpu: int) -> dict[str, str]:
-    """Share the CPU between parallel experiments, and let each claim a GPU slot (`sweep.slots`)."""
+    """Share the CPU between parallel experiments, and let each claim a GPU slot (`stages._slots`)."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     env.setdefault(slots.LOCK_DIR, str(Path(".dvc/tmp/tost-gpu-slots").resolve()))

@@ -118,7 +118,7 @@ def test_the_closure_sees_nested_and_from_imports_but_not_type_checking(tmp_path
     closed = closure("stages.train")
     assert Path("tost/train.py") in closed and Path("tost/__init__.py") in closed
     assert Path("tost/sparsity/methods/snip.py") not in closed  # reached only through config's names
-    assert Path("sweep/slots.py") in closed  # imported inside a function of stages/_common.py
+    assert Path("stages/_slots.py") in closed  # imported inside a function of stages/_common.py
     assert Path("tost/tricks/lrsi.py") in closed  # the package __init__ of tost.tricks runs
 
 
@@ -137,3 +137,11 @@ def test_stages_that_train_can_come_from_the_run_cache(stage):
         next(iter(o)) for o in outs if isinstance(o, dict) and next(iter(o.values())).get("cache") is False
     ]
     assert not uncached, f"{stage}: {uncached} would keep DVC's run-cache from restoring the stage"
+
+
+@pytest.mark.parametrize(("package", "never"), [("tost", ("stages", "sweep")), ("stages", ("sweep",))])
+def test_the_layers_import_one_way(package, never):
+    """sweep/ may use stages/' glue helpers and tost/; stages/ only tost/; tost/ neither (DESIGN.md)."""
+    for path in sorted((ROOT / package).rglob("*.py")):
+        wrong = {m for m in imported(path) if m.split(".")[0] in never}
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from stages import _common
-from sweep import slots
+from stages import _slots as slots
 from tost import config
 
 
