@@ -5,6 +5,12 @@ mismatched masks); anything else is a bug and keeps its traceback.
 """
 
 
+def first_line(err: BaseException) -> str:
+    """`Type: first line of the message`: an error from elsewhere, shown in one of our one-line errors."""
+    text = str(err)
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class TostError(Exception):
     """Base of every error a user can fix; its message says what is wrong and how to fix it."""
 

@@ -2,9 +2,9 @@
 
 `dvc exp show` gives every number of every `metrics:` file a column and `dvc metrics diff` a row, so
 per-layer statistics and bookkeeping made both unreadable (919 columns, 565 rows). A stage therefore
-writes its whole record as plain JSON under metrics/detail/ (versioned in git, read by the report and
-by people) and only the numbers one compares across experiments to its `metrics:` file. The headline
-is a subset of the detail, never a different computation, so the two can not disagree.
+writes its whole record as JSON to a cached out under artifacts/records/ (the report copies it into
+git as metrics/detail/) and only the numbers one compares across experiments to its `metrics:` file.
+The headline is a subset of the detail, never a different computation, so the two can not disagree.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tost import distributed
+from tost.errors import first_line
 from tost.loader import DeviceLoader
 from tost.runtime import Runtime
 
@@ -166,7 +167,7 @@ class Graphed:
             try:
                 self.replay, self.outputs = self.backend.capture(lambda: fn(*self.static))
             except Exception as err:  # whatever the capture raised, the eager step is right
-                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                self.failed = first_line(err)
                 log.warning("%s: capturing the step as a CUDA graph failed (%s); continuing without",
                             self.name, self.failed)  # fmt: skip
                 self.replay, self.static, self.outputs = None, [], None

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tost import distributed
 from tost.config import DataConfig, TrainConfig
 from tost.data import Prepared
-from tost.errors import CheckpointError, MaskError, TrainingError
+from tost.errors import CheckpointError, MaskError, TrainingError, first_line
 from tost.loader import make_loaders
 from tost.resume import ResumeDir
 from tost.runtime import Runtime, rng_state, set_rng_state
@@ -88,10 +88,6 @@ def check_state(state: Mapping[str, Any], where: object) -> None:
         raise CheckpointError(
             f"{where}: a damaged resume file (missing or wrong: {', '.join(wrong)}); delete it"
         )
-
-
-def _first_line(err: Exception) -> str:
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 class Trainer:
@@ -318,9 +314,9 @@ class Trainer:
                 self.load_state(state)
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
                 raise CheckpointError(
-                    f"{where}: a damaged resume file ({_first_line(err)}); delete it"
+                    f"{where}: a damaged resume file ({first_line(err)}); delete it"
                 ) from None
-            log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, resume.path(self.name))
+            log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, where)
             self._tricks_at(self.epoch - 1)
         every = self.cfg.checkpoint_every
         while self.epoch < self.cfg.epochs:
