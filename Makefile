@@ -35,8 +35,10 @@ exps: venv
 
 ## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)
+##   EXECUTOR=slurm: one SLURM job per experiment, resources from params.yaml report.slurm (docs/cluster.md)
+EXECUTOR := local
 table: venv
-	$(BIN)/python -m sweep $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) $(TABLE_ARGS)
+	$(BIN)/python -m sweep $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) --executor $(EXECUTOR) $(TABLE_ARGS)
 
 ## make study: the README's schedule study on the CPU: the schedule-study cells under the default
 ##   trick windows and the early, late and upstream presets (test and validation tables), then the

@@ -2,36 +2,28 @@
 
 Each cell of the sweep (method, sparsity, seed; see params.yaml `report`) is one DVC experiment that
 trains every variant of `tricks.run`. Cells that a finished experiment of this commit already answers
-are reused; the rest are queued (`dvc exp run --queue`), run with `dvc queue start -j report.jobs`
-and waited for. The table is then built from `dvc exp show --json` alone.
+are reused; the rest run through an executor (`sweep.executor`): DVC's local queue (`dvc queue start
+-j report.jobs`), or with `--executor slurm` one SLURM job per cell (`sweep.slurm`). The table is then
+built from `dvc exp show --json` alone, whichever executor ran the experiments.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import yaml
 
-from stages import _slots as slots
 from stages._common import PARAMS, run_stage
 from sweep import dvc, plan
+from sweep.executor import Executor, LocalQueue, Order
+from sweep.slurm import Slurm
 from sweep.table import aggregate, gain_heatmap, sparsity_plot, to_markdown, write_outputs
 from tost import config
 from tost.errors import ConfigError, TostError
 
 log = logging.getLogger("sweep")
-
-
-def worker_env(jobs: int, per_gpu: int) -> dict[str, str]:
-    """Share the CPU between parallel experiments, and let each claim a GPU slot (`stages._slots`)."""
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    env.setdefault(slots.LOCK_DIR, str(Path(".dvc/tmp/tost-gpu-slots").resolve()))
-    env.setdefault(slots.PER_GPU, str(per_gpu))
-    return env
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--preset", action="append", default=[], help="presets/NAME.yaml or a path (repeatable)")
     ap.add_argument("--quick", action="store_true", help="apply the quick preset last: embedded data, tiny")
     ap.add_argument("--jobs", type=int, help="experiments at once (default: report.jobs)")
+    ap.add_argument(
+        "--executor", choices=("local", "slurm"), default="local",
+        help="local: DVC's queue on this machine; slurm: one SLURM job per experiment (report.slurm)",
+    )  # fmt: skip
     ap.add_argument("--no-run", action="store_true", help="only tabulate experiments that already exist")
     ap.add_argument("--all-commits", action="store_true", help="also reuse earlier commits' experiments")
     ap.add_argument("--dry-run", action="store_true", help="print what would be reused and queued")
@@ -88,17 +84,20 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"queue  dvc exp run --queue -n {cell.name} {overrides}")
         return
     if missing and not args.no_run:
-        existing = {e.name for e in dvc.experiments(dvc.run_dvc)}
-        runs = {c.name: plan.set_args(workspace, c.params) for c in missing}
-        pending = dvc.enqueue(dvc.run_dvc, runs, existing)
-        env = worker_env(jobs, report.per_gpu)
-        dvc.start_queue(jobs, env=env)
-        final = dvc.wait(lambda a: dvc.run_dvc(a, env=env), pending, args.poll)
-        for name, state in final.items():
-            if state == "Failed":
-                log.error("table: experiment %s failed; its log: dvc queue logs %s", name, name)
+        leads = plan.leads(missing) if params.dense.epochs > 0 else set()
+        orders = [Order(c.name, tuple(plan.set_args(workspace, c.params)), c.name in leads) for c in missing]
+        for failure in executor(args, params, jobs).run(orders):
+            log.error("table: experiment %s", failure.line())
         found = plan.match(cells, dvc.experiments(dvc.run_dvc, args.all_commits), variants, report.metric)
     write_table(cells, found, params, stem, presets)
+
+
+def executor(args: argparse.Namespace, params: config.Params, jobs: int) -> Executor:
+    """The executor the command line asks for, configured from the report section."""
+    report = params.report
+    if args.executor == "slurm":
+        return Slurm(report.slurm, report.per_gpu, Path.cwd(), poll=args.poll)
+    return LocalQueue(jobs, report.per_gpu, poll=args.poll, run_dvc=dvc.run_dvc)
 
 
 def write_table(
@@ -124,7 +123,7 @@ def write_table(
     if absent := [c.name for c in cells if c.name not in found]:
         raise TostError(
             f"{len(absent)} of {len(cells)} experiments did not finish (first: {absent[0]}); their cells "
-            "show as missing. See `dvc queue logs NAME`, fix, and rerun: finished ones are reused"
+            "show as missing. The failures are listed above; fix, and rerun: finished ones are reused"
         )
 
 

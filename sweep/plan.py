@@ -143,6 +143,19 @@ def plan(base: Mapping[str, Any]) -> list[Cell]:
     return cells
 
 
+def leads(cells: Sequence[Cell]) -> set[str]:
+    """The first cell of each seed that more than one cell needs: it trains the seed's dense network.
+
+    The dense stage leaves `prune` out of its params, so every cell of a seed needs the same network;
+    an executor that starts a seed's other cells after its lead lets DVC's run-cache hand it to them
+    instead of each training it at the same time.
+    """
+    by_seed: dict[int, list[str]] = {}
+    for cell in cells:
+        by_seed.setdefault(cell.seed, []).append(cell.name)
+    return {names[0] for names in by_seed.values() if len(names) > 1}
+
+
 def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metric: str) -> Run | None:
     """The table's view of one experiment; None unless every variant's metrics are present."""
     accuracy, weights = {}, {}
@@ -162,11 +175,14 @@ def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metr
 def match(cells: Sequence[Cell], exps: Sequence[Experiment], variants: Sequence[str], metric: str) -> dict:
     """Cell name -> (Experiment, Run) for every cell some finished experiment already answers."""
     by_identity: dict[str, tuple[Experiment, Run]] = {}
+    # The sweep's own report section replaces the experiment's: it holds no training knob, and an
+    # experiment made before a report key existed (report.slurm) must stay reusable.
+    report = cells[0].params["report"] if cells else None
     for exp in exps:
         if exp.params is None:
             continue
         try:
-            params = config.parse(exp.params)
+            params = config.parse({**exp.params, "report": report or exp.params.get("report")})
         except ConfigError:
             continue  # made by another version of the params layout: not comparable
         run = as_run(exp, params, variants, metric)

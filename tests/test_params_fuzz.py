@@ -62,7 +62,10 @@ def parsed(p: config.Params, dotted: str) -> Any:
         return getattr(p.tricks.options[rest[0]], rest[1])
     if section == "prune" and len(rest) == 2:
         return getattr(p.prune_options[rest[0]], rest[1])
-    return getattr(getattr(p, section), rest[0])
+    node = getattr(p, section)
+    for part in rest:  # report.slurm.partition: a nested section
+        node = getattr(node, part)
+    return node
 
 
 def same(given_value: Any, value: Any, dotted: str) -> bool:

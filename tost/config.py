@@ -9,6 +9,7 @@ the dotted key that is wrong.
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -202,6 +203,38 @@ class TricksConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """What each SLURM job of the sweep asks for (`python -m sweep --executor slurm`).
+
+    Strings are passed to `sbatch` as they are, so they are checked for SLURM's formats here: a typo
+    would otherwise surface only as a rejected job, or in the worst case as a job that asks for the
+    cluster's default (wrong) time or memory.
+    """
+
+    partition: str  # "" = the cluster's default partition
+    gpus: int  # GPUs per job; 0 = CPU only
+    cpus: int  # CPUs per job (--cpus-per-task)
+    mem: str  # "" = the partition's default, else 16G, 4000M, ...
+    time: str  # "" = the partition's default, else minutes, HH:MM:SS, D-HH:MM:SS, ...
+    account: str
+    qos: str
+    constraint: str
+    max_running: int  # array tasks running at once; 0 = as many as SLURM allows
+
+    def __post_init__(self) -> None:
+        for key, least in (("gpus", 0), ("cpus", 1), ("max_running", 0)):
+            if getattr(self, key) < least:
+                raise ValueError(f"{key}: must be >= {least}, got {getattr(self, key)}")
+        if self.mem and not re.fullmatch(r"[1-9][0-9]*[KMGT]?", self.mem):
+            raise ValueError(f"mem: a size like 16G or 4000M, got {self.mem!r}")
+        if self.time and not re.fullmatch(r"([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}", self.time):
+            raise ValueError(f"time: minutes, HH:MM:SS or D-HH:MM:SS, got {self.time!r}")
+        for key in ("partition", "account", "qos", "constraint"):
+            if not re.fullmatch(r"[^\s,]*", getattr(self, key)):
+                raise ValueError(f"{key}: one name without spaces, got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """The sweep behind the paper-style table (`make table`): which rows, seeds and sparsities.
 
@@ -216,6 +249,7 @@ class ReportConfig:
     jobs: int
     per_gpu: int
     metric: Literal["test_acc", "final_test_acc", "best_val_acc"]
+    slurm: SlurmConfig
 
     def __post_init__(self) -> None:
         methods = tuple(ALIASES.get(m, m) for m in self.methods)

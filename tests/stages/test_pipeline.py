@@ -7,9 +7,6 @@ DVC cache, and a params.yaml shrunk so that the whole pipeline runs in seconds.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,58 +15,15 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.tinyrepo import copy, run, tiny_params
 
 pytestmark = pytest.mark.slow
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="tost test",
-        GIT_AUTHOR_EMAIL="test@tost.local",
-        GIT_COMMITTER_NAME="tost test",
-        GIT_COMMITTER_EMAIL="test@tost.local",
-    )
-    return env
-
-
-def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def tiny_params(raw: dict) -> dict:
-    raw["model"]["width"] = 4
-    raw["train"].update(epochs=2, batch_size=128)
-    raw["dense"]["epochs"] = 1
-    raw["prune"]["sparsity"] = 0.9
-    raw["analysis"]["batches"] = 1
-    raw["tricks"]["run"] = ["baseline", "tost"]  # every trick still runs, inside tost
-    raw["tricks"]["lrsi"]["iters"] = 3
-    raw["report"].update(methods=["snip"], seeds=[0, 1], sparsities=[0.9], jobs=1)
-    return raw
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for f in files:
-        src = ROOT / f
-        if src.is_file() and not f.startswith(("metrics/", "dvc.lock")):
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-    params = tiny_params(yaml.safe_load((dest / "params.yaml").read_text()))
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(dest, "git", "init", "-q")
-    run(dest, "git", "add", "-A")
-    run(dest, "git", "commit", "-qm", "tiny copy")
+    copy(dest, tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text())))
     run(dest, "dvc", "repro")
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-qm", "first repro")

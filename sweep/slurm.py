@@ -1,0 +1,280 @@
+"""The SLURM executor: every missing experiment of the table becomes a task of a SLURM job array.
+
+Plain `sbatch`/`squeue`/`scancel` rather than submitit: the job is a command line (`python -m
+sweep.job`), not a pickled Python function, so nothing has to be serialisable, the compute nodes need
+no package beyond the project's own environment, and the whole exchange with SLURM is three commands
+that a user can run by hand to see what we see.
+
+A submission lives in `.dvc/tmp/tost-slurm/<stamp>/` of the checkout (a shared file system on a
+cluster): `spec.json` (what each task runs), `logs/` (SLURM's output per task), `cells/` (one log and
+one result file per experiment, written by the job). Each task clones the checkout at the submitting
+commit plus its uncommitted changes, runs `dvc exp run` there with the shared DVC cache, and pushes the
+experiment back to the checkout (`sweep.job`): jobs never share a workspace.
+
+Experiments that share a seed share the dense network, which DVC's run-cache hands from the first
+experiment that trained it to the others. So the first experiment of each seed runs in a first array,
+and the rest in a second that starts when the first has ended (`afterany`): the dense network of a
+seed is trained once, however many jobs need it.
+
+SLURM without accounting (no `sacct`) forgets a finished job after a few minutes and lists a task
+cancelled while pending not at all, so the result files the jobs write are the record of success;
+`squeue` supplies the states of what is still queued, running, or just ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweep.executor import Failure, Order, last_line
+from tost.config import SlurmConfig
+from tost.errors import TostError
+
+log = logging.getLogger("sweep")
+
+Run = Callable[[Sequence[str]], subprocess.CompletedProcess]
+QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "CONFIGURING"}
+RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}
+STATES = ("queued", "running", "done", "failed")
+
+
+def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+
+
+def sbatch_options(cfg: SlurmConfig) -> list[str]:
+    """The resource options every task of the sweep asks for; empty settings leave SLURM's defaults."""
+    opts = [f"--cpus-per-task={cfg.cpus}"]
+    if cfg.gpus:
+        opts.append(f"--gres=gpu:{cfg.gpus}")  # --gres rather than --gpus: older SLURM releases know it
+    named = {"partition": cfg.partition, "mem": cfg.mem, "time": cfg.time, "account": cfg.account}
+    named |= {"qos": cfg.qos, "constraint": cfg.constraint}
+    return opts + [f"--{key}={value}" for key, value in named.items() if value]
+
+
+def chunks(orders: Sequence[Order], size: int) -> list[list[Order]]:
+    """Orders in groups of `size`: one group per array task (a GPU job runs gpus × per_gpu cells)."""
+    return [list(orders[i : i + size]) for i in range(0, len(orders), size)]
+
+
+@dataclass
+class Submission:
+    """One sweep's jobs: which experiment is in which task, and what has been seen of them."""
+
+    folder: Path
+    tasks: dict[str, list[str]] = field(default_factory=dict)  # "12_0" -> experiment names
+    jobs: list[str] = field(default_factory=list)  # array job ids, in submission order
+    seen: dict[str, str] = field(default_factory=dict)  # task -> last state squeue gave
+    missing: dict[str, int] = field(default_factory=dict)  # task -> polls it was absent for
+
+    def task_of(self, name: str) -> str:
+        return next(task for task, names in self.tasks.items() if name in names)
+
+
+@dataclass
+class Slurm:
+    """Submits orders as SLURM job arrays from the checkout at `root`, waits, reports failures."""
+
+    cfg: SlurmConfig
+    per_gpu: int
+    root: Path
+    poll: float = 10.0
+    run_cmd: Run = _run
+    sleep: Callable[[float], None] = time.sleep
+
+    def check(self) -> None:
+        """Everything that can be known wrong before a job is submitted: missing commands, bad options."""
+        for tool in ("sbatch", "squeue", "scancel"):
+            if shutil.which(tool) is None:
+                raise TostError(
+                    f"executor slurm: `{tool}` is not on PATH; run the sweep on a SLURM login node, "
+                    "or without --executor slurm"
+                )
+        proc = self.run_cmd(["sbatch", "--test-only", *sbatch_options(self.cfg), "--wrap=true"])
+        if proc.returncode != 0:
+            raise TostError(f"executor slurm: sbatch refuses params.yaml report.slurm: {_error(proc)}")
+
+    def run(self, orders: Sequence[Order]) -> list[Failure]:
+        self.check()
+        sub = self.submit(orders)
+        with _cancel_on_signal(lambda: self.cancel(sub)):
+            return self.wait(sub, [o.name for o in orders])
+
+    def submit(self, orders: Sequence[Order]) -> Submission:
+        """Write the spec and submit the leads' array, then the rest depending on it."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = self.root / ".dvc" / "tmp" / "tost-slurm" / f"{stamp}-{_unique()}"
+        for sub in ("logs", "cells", "work"):
+            (folder / sub).mkdir(parents=True)
+        size = max(1, self.cfg.gpus * self.per_gpu)
+        arrays = {"lead": chunks([o for o in orders if o.lead], size)}
+        arrays["rest"] = chunks([o for o in orders if not o.lead], size)
+        spec = snapshot(self.root, self.run_cmd) | {
+            "folder": str(folder),
+            "python": sys.executable,
+            "cpus": self.cfg.cpus,
+            "per_gpu": self.per_gpu,
+            "arrays": {
+                k: [[{"name": o.name, "args": list(o.set_args)} for o in t] for t in v]
+                for k, v in arrays.items()
+            },
+        }
+        (folder / "spec.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        sub = Submission(folder)
+        after = None
+        for array, tasks in arrays.items():
+            if tasks:
+                job = self._sbatch(folder, array, len(tasks), after)
+                sub.jobs.append(job)
+                sub.tasks |= {f"{job}_{i}": [o.name for o in task] for i, task in enumerate(tasks)}
+                after = job
+                log.info("table: submitted SLURM job %s: %d task(s) (%s)", job, len(tasks), array)
+        log.info("table: job logs in %s", folder.relative_to(self.root))
+        return sub
+
+    def _sbatch(self, folder: Path, array: str, n: int, after: str | None) -> str:
+        throttle = f"%{self.cfg.max_running}" if self.cfg.max_running else ""
+        spec = shlex.quote(str(folder / "spec.json"))
+        job = f"exec {shlex.quote(sys.executable)} -m sweep.job {spec} {array} "
+        cmd = [
+            "sbatch", "--parsable", f"--job-name=tost-{array}", f"--array=0-{n - 1}{throttle}",
+            f"--output={folder / 'logs' / '%A_%a.out'}", f"--chdir={self.root}", *sbatch_options(self.cfg),
+            *([f"--dependency=afterany:{after}"] if after else []),
+            f"--wrap={job}$SLURM_ARRAY_TASK_ID",
+        ]  # fmt: skip
+        proc = self.run_cmd(cmd)
+        if proc.returncode != 0:
+            raise TostError(f"executor slurm: sbatch failed: {_error(proc)}")
+        return proc.stdout.strip().split(";")[0]
+
+    def cancel(self, sub: Submission) -> None:
+        """Cancel (scancel) exactly the jobs this sweep submitted, by id."""
+        if sub.jobs:
+            self.run_cmd(["scancel", *sub.jobs])
+            log.info("table: interrupted: cancelled SLURM job(s) %s", ", ".join(sub.jobs))
+
+    def states(self, sub: Submission) -> dict[str, str]:
+        """Task -> SLURM state, for the tasks squeue still knows; none when it knows none of the jobs."""
+        proc = self.run_cmd(
+            ["squeue", "-h", "-r", "-t", "all", f"--jobs={','.join(sub.jobs)}", "-o", "%i|%T"]
+        )
+        if proc.returncode != 0:
+            if "Invalid job id" in (proc.stderr + proc.stdout):
+                return {}  # every job has left squeue
+            raise TostError(f"executor slurm: squeue failed: {_error(proc)}")
+        return dict(line.split("|", 1) for line in proc.stdout.split() if "|" in line)
+
+    def cell(self, sub: Submission, name: str, states: dict[str, str]) -> tuple[str, Failure | None]:
+        """One experiment's state (queued / running / done / failed) and, when failed, why."""
+        task = sub.task_of(name)
+        result = sub.folder / "cells" / f"{name}.json"
+        if result.exists():
+            rc = json.loads(result.read_text(encoding="utf-8"))["rc"]
+            if rc == 0:
+                return "done", None
+            cell_log = sub.folder / "cells" / f"{name}.log"
+            return "failed", Failure(
+                name, f"SLURM job {task}", f"FAILED (exit {rc})", str(cell_log), _tail(cell_log)
+            )
+        state = states.get(task)
+        if state is None:  # absent twice in a row: cancelled while pending, or forgotten after ending
+            sub.missing[task] = sub.missing.get(task, 0) + 1
+            if sub.missing[task] < 2:
+                return ("running" if sub.seen.get(task) in RUNNING else "queued"), None
+            state = sub.seen.get(task, "")
+            state = (
+                state
+                if state and state not in QUEUED | RUNNING
+                else "not in squeue (cancelled while pending?)"
+            )
+        else:
+            sub.missing[task] = 0
+            sub.seen[task] = state
+        if state in QUEUED:
+            return "queued", None
+        if state in RUNNING:
+            return "running", None
+        if state == "COMPLETED":
+            state = "COMPLETED without a result file"
+        job_log = sub.folder / "logs" / f"{task}.out"
+        return "failed", Failure(name, f"SLURM job {task}", state, str(job_log), _tail(job_log))
+
+    def wait(self, sub: Submission, names: Sequence[str]) -> list[Failure]:
+        """Poll until every experiment is done or failed; one progress line per change of the counts."""
+        start, last = time.monotonic(), ""
+        while True:
+            states = self.states(sub)
+            seen = {name: self.cell(sub, name, states) for name in names}
+            counts = {s: sum(state == s for state, _ in seen.values()) for s in STATES}
+            line = ", ".join(f"{counts[s]} {s}" for s in STATES)
+            if line != last:
+                log.info("table: SLURM: %s (%.0f s)", line, time.monotonic() - start)
+                last = line
+            if counts["queued"] + counts["running"] == 0:
+                return [f for _, f in seen.values() if f is not None]
+            self.sleep(self.poll)
+
+
+def snapshot(root: Path, run_cmd: Run = _run) -> dict:
+    """What a job needs to rebuild this checkout: commit, uncommitted changes, DVC cache, data folder."""
+
+    def out(*cmd: str) -> str:
+        proc = run_cmd(list(cmd))
+        if proc.returncode != 0:
+            raise TostError(f"executor slurm: {' '.join(cmd[:3])} failed: {_error(proc)}")
+        return proc.stdout
+
+    rev = out("git", "-C", str(root), "rev-parse", "HEAD").strip()
+    patch = out("git", "-C", str(root), "diff", "--binary", "HEAD")
+    cache = out(sys.executable, "-m", "dvc", "cache", "dir").strip()
+    local = root / ".dvc" / "config.local"
+    return {
+        "checkout": str(root),
+        "rev": rev,
+        "patch": patch,
+        "cache": str((root / cache).resolve()) if cache else str(root / ".dvc" / "cache"),
+        "config_local": local.read_text(encoding="utf-8") if local.exists() else "",
+        "data": str(root / "data") if (root / "data").is_dir() else "",
+    }
+
+
+@contextmanager
+def _cancel_on_signal(cancel: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel our jobs, then end the sweep as an interruption (exit 130)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        cancel()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _error(proc: subprocess.CompletedProcess) -> str:
+    return last_line(proc.stderr or proc.stdout or f"exit {proc.returncode}")
+
+
+def _tail(path: Path) -> str:
+    try:
+        return last_line(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return "(no log written)"
+
+
+def _unique() -> str:
+    return f"{time.time_ns() % 1_000_000:06d}"
