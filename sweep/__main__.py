@@ -114,12 +114,15 @@ def write_table(
     title = setting + (f" (presets: {', '.join(presets)})" if presets else "")
     md = to_markdown(df, variants, report.methods, title, report.metric)
     write_outputs(df, md, Path(f"{stem}.csv"), Path(f"{stem}.md"))
-    gain_heatmap(df, variants, report.methods, Path(f"{stem}-gain.png"))
+    written = [f"{stem}.md", f"{stem}.csv"]
+    if len(variants) > 1:  # gains over baseline need a second variant
+        gain_heatmap(df, variants, report.methods, Path(f"{stem}-gain.png"))
+        written.append(f"{stem}-gain.png")
     if len(report.sparsities) > 1:
         best = "tost" if "tost" in variants else variants[-1]
         sparsity_plot(df, report.methods, Path(f"{stem}-sparsity.png"), ["baseline", best])
     print(md)
-    log.info("table: wrote %s.md, %s.csv, %s-gain.png", stem, stem, stem)
+    log.info("table: wrote %s", ", ".join(written))
     if absent := [c.name for c in cells if c.name not in found]:
         raise TostError(
             f"{len(absent)} of {len(cells)} experiments did not finish (first: {absent[0]}); their cells "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,14 +78,16 @@ class LocalQueue:
     jobs: int
     per_gpu: int
     poll: float = 10.0
-    run_dvc: dvc.Dvc = dvc.run_dvc
+    run_dvc: Callable[..., str] = dvc.run_dvc  # (args, env=None) -> stdout
+    start: Callable[..., None] = dvc.start_queue  # (jobs, env=...)
+    sleep: Callable[[float], None] = time.sleep
 
     def run(self, orders: Sequence[Order]) -> list[Failure]:
         existing = {e.name for e in dvc.experiments(self.run_dvc)}
         pending = dvc.enqueue(self.run_dvc, {o.name: list(o.set_args) for o in orders}, existing)
         env = worker_env(self.jobs, self.per_gpu)
-        dvc.start_queue(self.jobs, env=env)
-        final = dvc.wait(lambda a: dvc.run_dvc(a, env=env), pending, self.poll)
+        self.start(self.jobs, env=env)
+        final = dvc.wait(lambda a: self.run_dvc(a, env=env), pending, self.poll, self.sleep)
         return [self._failure(name) for name, state in final.items() if state == "Failed"]
 
     def _failure(self, name: str) -> Failure:

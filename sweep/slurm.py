@@ -46,6 +46,7 @@ Run = Callable[[Sequence[str]], subprocess.CompletedProcess]
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "CONFIGURING"}
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}
 STATES = ("queued", "running", "done", "failed")
+GONE = "not in squeue (cancelled while pending?)"  # a task SLURM no longer lists and never saw end
 
 
 def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
@@ -177,37 +178,39 @@ class Slurm:
     def cell(self, sub: Submission, name: str, states: dict[str, str]) -> tuple[str, Failure | None]:
         """One experiment's state (queued / running / done / failed) and, when failed, why."""
         task = sub.task_of(name)
+        state = self._task_state(sub, task, states)
         result = sub.folder / "cells" / f"{name}.json"
-        if result.exists():
-            rc = json.loads(result.read_text(encoding="utf-8"))["rc"]
-            if rc == 0:
-                return "done", None
-            cell_log = sub.folder / "cells" / f"{name}.log"
+        rc = json.loads(result.read_text(encoding="utf-8"))["rc"] if result.exists() else None
+        if rc == 0:
+            return "done", None
+        if rc is not None and state in QUEUED | RUNNING | {"COMPLETED", "FAILED", GONE}:
+            cell_log = sub.folder / "cells" / f"{name}.log"  # our own failure: the experiment's log says why
             return "failed", Failure(
                 name, f"SLURM job {task}", f"FAILED (exit {rc})", str(cell_log), _tail(cell_log)
             )
-        state = states.get(task)
-        if state is None:  # absent twice in a row: cancelled while pending, or forgotten after ending
-            sub.missing[task] = sub.missing.get(task, 0) + 1
-            if sub.missing[task] < 2:
-                return ("running" if sub.seen.get(task) in RUNNING else "queued"), None
-            state = sub.seen.get(task, "")
-            state = (
-                state
-                if state and state not in QUEUED | RUNNING
-                else "not in squeue (cancelled while pending?)"
-            )
-        else:
-            sub.missing[task] = 0
-            sub.seen[task] = state
         if state in QUEUED:
             return "queued", None
         if state in RUNNING:
             return "running", None
         if state == "COMPLETED":
             state = "COMPLETED without a result file"
-        job_log = sub.folder / "logs" / f"{task}.out"
+        job_log = (
+            sub.folder / "logs" / f"{task}.out"
+        )  # SLURM ended it (CANCELLED, TIMEOUT, ...): its log says
         return "failed", Failure(name, f"SLURM job {task}", state, str(job_log), _tail(job_log))
+
+    @staticmethod
+    def _task_state(sub: Submission, task: str, states: dict[str, str]) -> str:
+        """What squeue says of the task, or its last state once it is gone ("" if it never had one)."""
+        if task in states:
+            sub.missing[task] = 0
+            sub.seen[task] = states[task]
+            return states[task]
+        sub.missing[task] = sub.missing.get(task, 0) + 1
+        last = sub.seen.get(task, "")
+        if last and last not in QUEUED | RUNNING:
+            return last  # ended, then forgotten by SLURM: keep how it ended
+        return (last or "PENDING") if sub.missing[task] < 2 else GONE  # absent twice in a row: gone
 
     def wait(self, sub: Submission, names: Sequence[str]) -> list[Failure]:
         """Poll until every experiment is done or failed; one progress line per change of the counts."""
@@ -266,7 +269,10 @@ def _cancel_on_signal(cancel: Callable[[], None]) -> Iterator[None]:
 
 
 def _error(proc: subprocess.CompletedProcess) -> str:
-    return last_line(proc.stderr or proc.stdout or f"exit {proc.returncode}")
+    """SLURM's own `error:` line (sbatch follows it with a vaguer one), else the last line."""
+    text = proc.stderr or proc.stdout or f"exit {proc.returncode}"
+    errors = [line.strip() for line in text.splitlines() if "error:" in line]
+    return errors[0] if errors else last_line(text)
 
 
 def _tail(path: Path) -> str:
