@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -78,8 +79,12 @@ def run_cell(spec: dict[str, Any], cell: dict[str, Any], env: dict[str, str]) ->
 
 
 def _step(cmd: list[str], cwd: Path, env: dict[str, str], out: IO[str]) -> int:
+    """Run one command into the log, timed: what a job spends besides `dvc exp run` is our overhead."""
     print("$ " + " ".join(cmd), file=out, flush=True)
-    return subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    start = time.monotonic()
+    rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    print(f"({time.monotonic() - start:.1f} s, exit {rc})", file=out, flush=True)
+    return rc
 
 
 def task_env(spec: dict[str, Any], folder: Path, cells: int) -> dict[str, str]:

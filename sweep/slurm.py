@@ -104,6 +104,18 @@ class Slurm:
         proc = self.run_cmd(["sbatch", "--test-only", *sbatch_options(self.cfg), "--wrap=true"])
         if proc.returncode != 0:
             raise TostError(f"executor slurm: sbatch refuses params.yaml report.slurm: {_error(proc)}")
+        if earlier := self.earlier_jobs():
+            raise TostError(
+                f"executor slurm: job(s) {', '.join(earlier)} of an earlier sweep of this checkout are still "
+                "queued or running; wait for them (finished experiments are reused) or scancel them"
+            )
+
+    def earlier_jobs(self) -> list[str]:
+        """Our jobs (by name and working folder) still queued or running: a second sweep would repeat them."""
+        proc = self.run_cmd(["squeue", "-h", "-o", "%A|%j|%Z"])
+        rows = [line.split("|", 2) for line in proc.stdout.splitlines() if line.count("|") == 2]
+        root = str(self.root.resolve())
+        return sorted({job for job, name, cwd in rows if name.startswith("tost-") and cwd == root})
 
     def run(self, orders: Sequence[Order]) -> list[Failure]:
         self.check()

@@ -17,6 +17,7 @@ from sweep.slurm import GONE, Slurm, Submission
 from tests.conftest import repo_params
 from tests.sweep.test_dvc import FakeDvc
 from tost import config
+from tost.errors import TostError
 
 
 def slurm_cfg(**changes) -> config.SlurmConfig:
@@ -145,8 +146,22 @@ def test_interrupting_the_wait_cancels_exactly_our_jobs(tmp_path, monkeypatch, c
     ex = Slurm(slurm_cfg(), 1, tmp_path, run_cmd=fake, sleep=interrupt)
     with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.INFO, logger="sweep"):
         ex.run([Order("a", ()), Order("b", ())])
-    assert fake.calls[-1] == ["scancel", "102"]  # the one job submitted (call 1 was sbatch --test-only)
-    assert "cancelled SLURM job(s) 102" in caplog.text
+    assert fake.calls[-1] == ["scancel", "103"]  # the one job submitted (calls 1-2: the checks)
+    assert "cancelled SLURM job(s) 103" in caplog.text
+
+
+def test_a_second_sweep_refuses_while_the_first_ones_jobs_are_queued(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    rows = [
+        f"55|tost-rest|{tmp_path}",
+        "56|tost-rest|/elsewhere",
+        f"57|train|{tmp_path}",
+        f"58|tost-lead|{tmp_path}",
+    ]
+    fake = FakeSlurm([rows])
+    with pytest.raises(TostError, match=r"job\(s\) 55, 58 of an earlier sweep of this checkout"):
+        Slurm(slurm_cfg(), 1, tmp_path, run_cmd=fake).check()
+    assert not [c for c in fake.calls if c[0] == "sbatch" and "--test-only" not in c]
 
 
 def test_the_local_queue_names_a_failed_experiment_with_its_logs_last_line():
