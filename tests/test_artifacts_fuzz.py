@@ -1,6 +1,7 @@
 """Generated bad artifacts: every file a stage reads, truncated, bit-flipped, swapped or replaced.
 
-Prepared data (a split file, meta.json), mask.pt, init.pt and a resume file are made for real once,
+Prepared data (a split file, meta.json), mask.pt, init.pt, a resume file, a pruned checkpoint given
+as `prune.path` and a Fashion-MNIST IDX file (small, in the real gzip/IDX format) are made once,
 then damaged: cut at a random byte, one random bit flipped, replaced by another artifact, or by a
 pickle that runs code when loaded. Reading them must raise a `TostError` whose one line names the
 file, or give back what a valid file of that kind holds (a flipped bit inside a tensor's numbers
@@ -12,24 +13,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared
+from tests.datasets.test_fashion import _idx
+from tests.sparsity.test_methods_contract import make_ctx
 from tost import config, data, models
+from tost.datasets import fashion
 from tost.errors import TostError
 from tost.io import save_tensors
 from tost.resume import ResumeDir
 from tost.runtime import Runtime
 from tost.sparsity.mask import Mask
+from tost.sparsity.methods.file import read_mask
 from tost.train import Trainer, check_state
 
 SIDE_EFFECT = Path(tempfile.gettempdir()) / "tost-fuzz-pickle-ran"
@@ -46,6 +55,15 @@ RELATIVE = {
     "mask.pt": "mask.pt",
     "init.pt": "init.pt",
     "resume": "resume/train.pt",
+    "prune.path": "pruned.pth.tar",
+    "fashion": "fashion/train-labels-idx1-ubyte.gz",
+}
+KINDS = list(RELATIVE)
+FASHION = {  # small files in the real format, md5 of their IDX bytes patched in (as test_fashion does)
+    "train-images-idx3-ubyte.gz": np.arange(6 * 28 * 28).reshape(6, 28, 28) % 256,
+    "train-labels-idx1-ubyte.gz": np.arange(6) % 10,
+    "t10k-images-idx3-ubyte.gz": np.arange(4 * 28 * 28).reshape(4, 28, 28) % 251,
+    "t10k-labels-idx1-ubyte.gz": np.arange(4) % 10,
 }
 
 
@@ -68,6 +86,12 @@ def _originals() -> dict[str, bytes]:
             folder / "init.pt", {"format": "tost-init/1", "arch": "resnet20", "state_dict": net.state_dict()}
         )
         ResumeDir(folder / "resume", "run").save("train", _trainer().state())
+        pruned = tiny_net()
+        random_mask(pruned, apply=True)  # zeroes the pruned weights: the original's pruned.pth.tar
+        torch.save({"state_dict": pruned.state_dict()}, folder / "pruned.pth.tar")
+        (folder / "fashion").mkdir()
+        for name, array in FASHION.items():
+            (folder / "fashion" / name).write_bytes(gzip.compress(_idx(array), mtime=0))
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
@@ -95,8 +119,16 @@ def _read(kind: str, path: Path) -> Callable[[], Any]:
         "mask.pt": lambda: Mask.load(path),
         "init.pt": lambda: models.from_file(path, cfg, 4, (1, 8, 8)),
         "resume": lambda: _resume(path),
+        "prune.path": lambda: read_mask(str(path), make_ctx(dense_epochs=0))[0],
+        "fashion": lambda: _fashion(path.parent),
     }
     return readers[kind]
+
+
+def _fashion(root: Path) -> Any:
+    md5 = {name: hashlib.md5(_idx(array)).hexdigest() for name, array in FASHION.items()}
+    with mock.patch.object(fashion, "IDX_MD5", md5), mock.patch.object(fashion, "DEBIAN", root / "none"):
+        return fashion.load(root, False)
 
 
 DAMAGE = st.one_of(
@@ -104,7 +136,7 @@ DAMAGE = st.one_of(
     st.tuples(
         st.just("flip"), st.floats(min_value=0.0, max_value=0.999), st.integers(min_value=0, max_value=7)
     ),
-    st.tuples(st.just("swap"), st.sampled_from(["train.pt", "meta.json", "mask.pt", "init.pt", "resume"])),
+    st.tuples(st.just("swap"), st.sampled_from(KINDS)),
     st.tuples(st.just("pickle")),
 )
 
@@ -122,8 +154,8 @@ def _damage(target: Path, how: tuple, files: dict[str, Path]) -> None:
         torch.save({"format": "tost-init/1", "x": RunsCode()}, target)
 
 
-@pytest.mark.parametrize("kind", ["train.pt", "meta.json", "mask.pt", "init.pt", "resume"])
-@settings(max_examples=max(settings().max_examples // 4, 10))  # 5 kinds: the CI profile's time in all
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=max(settings().max_examples // 5, 10))  # 7 kinds: the CI profile's time in all
 @given(how=DAMAGE)
 def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(kind, how):
     SIDE_EFFECT.unlink(missing_ok=True)
@@ -139,6 +171,10 @@ def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(ki
         else:
             if kind == "resume":
                 assert out is None or out["epoch"] == 0  # None: another run's (or unreadable): starting over
+            elif kind == "fashion":  # checksummed: only intact numbers load (a gzip header bit may differ)
+                assert out.train_y.tolist() == FASHION["train-labels-idx1-ubyte.gz"].tolist()
+            elif kind == "prune.path":  # weights != 0: any readable checkpoint of this model is a mask
+                assert isinstance(out, Mask) and set(out.tensors) == set(make_ctx(dense_epochs=0).weights())
             elif kind in ("train.pt", "meta.json"):  # checksummed: only an intact split loads
                 original = tiny_prepared(n=40)
                 assert torch.equal(out.train.x, original.train.x) and torch.equal(
