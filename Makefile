@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
 		| grep -v "is ignored: it is neither a file nor a directory" || true
-	$(BIN)/python -c "import torch, torchvision, dvc, yaml, pandas, matplotlib, sklearn, pytest, hypothesis" \
+	$(BIN)/python -c "import torch, torchvision, dvc, yaml, pandas, matplotlib, sklearn, pytest, hypothesis, xdist" \
 		|| { echo "error: installing requirements.txt into $(VENV) failed"; exit 1; }
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -100,8 +100,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## one test process per core (PYTEST_WORKERS=0: in this process); a file's tests stay in one worker, so
+##   module-scoped fixtures (a DVC repo copy, a SLURM cluster) are built once
+PYTEST_WORKERS := auto
 pytest: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

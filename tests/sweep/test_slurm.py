@@ -21,7 +21,7 @@ from tests.conftest import ROOT
 from tests.slurm_cluster import Cluster, unavailable
 from tests.tinyrepo import copy, env, run, tiny_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slow
 SWEEP = (sys.executable, "-m", "sweep")
 
 
