@@ -83,13 +83,16 @@ def test_nan_scores_are_refused():
         select({"a": torch.tensor([1.0, float("nan")])}, 0.5, "global")
 
 
-def test_select_returns_bool_masks_with_score_shapes():
+def test_select_keeps_exactly_the_top_scores_as_bool_masks_of_their_shapes():
     scores = _scores()
     m = select(scores, 0.5, "global")
     assert isinstance(m, Mask)
     for n, s in scores.items():
-        assert m.tensors[n].dtype == torch.bool
-        assert m.tensors[n].shape == s.shape
+        assert m.tensors[n].dtype == torch.bool and m.tensors[n].shape == s.shape
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    kept = torch.cat([m.tensors[n].flatten() for n in scores])
+    assert int((~kept).sum()) == round(0.5 * flat.numel())  # exactly round(s × n) pruned
+    assert flat[kept].min() >= flat[~kept].max()  # and they are the lowest scores
 
 
 def test_layerwise_error_gives_the_limit_and_the_limit_keeps_every_layer_alive():

@@ -122,4 +122,4 @@ def test_ghost_parameters_are_trained(params):
     ghost = t.model.ghost_skip.jumps["layers__0__0__conv1"][0].weight
     assert any(p is ghost for g in t.opt.param_groups for p in g["params"])
     t.run_epoch()
-    assert not torch.all(ghost == 1e-4)
+    assert torch.isfinite(ghost).all() and bool((ghost != 1e-4).all())  # every entry trained, none NaN
