@@ -36,9 +36,7 @@ def test_fit_learns_and_keeps_the_mask(params, tiny_data):
     assert mask.violations(prunable(res.model)) == {}
     assert res.summary["sparsity"] == pytest.approx(mask.stats().sparsity, abs=1e-6)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
-    assert (
-        res.summary["final_test_acc"] >= 95.0
-    )  # 100 % measured (seeds 0-2, this VM); chance 25 %
+    assert res.summary["final_test_acc"] >= 95.0  # 100 % measured (seeds 0-2, this VM); chance 25 %
     assert len(res.history) == 6
     assert {"epoch", "lr", "val_acc", "test_acc", "train_loss"} <= set(res.history[0])
 
