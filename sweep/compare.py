@@ -31,6 +31,7 @@ from tost.io import atomic_path, write_text
 
 COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
 PER_SEED = ["seeds", "values"]  # optional: tables made before they were recorded lack them
+OPTIONAL = ["gain_std", *PER_SEED]
 
 
 def load(settings: dict[str, Path]) -> pd.DataFrame:
@@ -43,7 +44,7 @@ def load(settings: dict[str, Path]) -> pd.DataFrame:
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"{name}: {path}: not a sweep table (no column {', '.join(missing)})")
-        frames.append(df.reindex(columns=COLUMNS + PER_SEED).assign(setting=name))
+        frames.append(df.reindex(columns=COLUMNS + OPTIONAL).assign(setting=name))
     both = pd.concat(frames, ignore_index=True)
     cells = {name: set(zip(g.method, g.sparsity, strict=True)) for name, g in both.groupby("setting")}
     first, *rest = settings
@@ -115,11 +116,16 @@ def _versus_markdown(df: pd.DataFrame, settings: Sequence[str]) -> list[str]:
 
 
 def _gain(row: pd.Series) -> str:
-    return f"{row.gain:+.2f}{'~' if row.within_noise else ''}"
+    spread = f" ± {row.gain_std:.2f}" if pd.notna(row.gain_std) else ""
+    return f"{row.gain:+.2f}{'~' if row.within_noise else ''}{spread}"
 
 
-def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
-    """Variants as rows, settings as columns: each cell's gain per method, then their mean in bold."""
+def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str, paired: bool = True) -> str:
+    """Variants as rows, settings as columns: each cell's gain per method, then their mean in bold.
+
+    `paired`: also compare every setting with the first seed by seed, which is meaningful only when a
+    seed gives the same mask and init under every setting (not across widths or data sizes).
+    """
     means = summary(df)
     cells = df[["method", "sparsity"]].drop_duplicates().sort_values(["sparsity", "method"])
     order = [(m, s) for m, s in zip(cells.method, cells.sparsity, strict=True)]
@@ -133,6 +139,9 @@ def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
         part = df[df.variant == variant].set_index(["setting", "method", "sparsity"])
         row = []
         for s in settings:
+            if (s, variant) not in means.index:  # a setting that did not train this variant
+                row.append("—")
+                continue
             each = " / ".join(_gain(part.loc[(s, m, sp)]) for m, sp in order)
             mark = " ‡" if means.loc[(s, variant), "larger"] else ""
             row.append(f"{each} → **{means.loc[(s, variant), 'gain']:+.2f}**{mark}")
@@ -140,12 +149,13 @@ def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
     seeds = int(df.n_seeds.min())
     lines += [
         "",
-        f"At least {seeds} seeds per cell. `~`: within noise (|gain| < 2 × std of the paired gains). "
+        f"At least {seeds} seeds per cell; ± the std of the paired gains. "
+        "`~`: within noise (|gain| < 2 × std). "
         "‡: evaluated with more weights than `baseline` (jumps kept in the final network), so not the "
-        "plain sparse network's gain.",
+        "plain sparse network's gain. —: the setting did not train the variant.",
         "",
     ]
-    if len(settings) > 1:
+    if len(settings) > 1 and paired:
         lines += _versus_markdown(df, settings)
     return "\n".join(lines)
 
@@ -158,10 +168,10 @@ def bar_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str) 
     fig, ax = plt.subplots(figsize=(1.3 * len(variants) + 2.5, 3.4))
     x = np.arange(len(variants))
     for i, s in enumerate(settings):
-        gains = [means.loc[(s, v), "gain"] for v in variants]
+        gains = [means.loc[(s, v), "gain"] if (s, v) in means.index else np.nan for v in variants]
         bars = ax.bar(x + (i - (len(settings) - 1) / 2) * width, gains, width, label=s)
         for bar, v in zip(bars, variants, strict=True):
-            if means.loc[(s, v), "larger"]:
+            if (s, v) in means.index and means.loc[(s, v), "larger"]:
                 bar.set_hatch("//")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, variants, rotation=20, ha="right")
@@ -189,13 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("settings", nargs="+", type=parse_setting, help="NAME=TABLE.csv, in column order")
     ap.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.png")
     ap.add_argument("--title", default="Schedule study", help="first line of the table and the plot")
+    ap.add_argument(
+        "--unpaired", action="store_true",
+        help="settings differ in model or data, so a seed's mask and init differ: no seed-by-seed comparison",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     settings = dict(args.settings)
     try:
         df = load(settings)
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"sweep.compare: {e}\n")
-    write_text(Path(f"{args.out}.md"), to_markdown(df, list(settings), args.title))
+    write_text(Path(f"{args.out}.md"), to_markdown(df, list(settings), args.title, not args.unpaired))
     bar_plot(df, list(settings), Path(f"{args.out}.png"), args.title)
     print(f"sweep.compare: wrote {args.out}.md, {args.out}.png")
 

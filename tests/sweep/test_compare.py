@@ -108,3 +108,17 @@ def test_settings_are_compared_with_the_first_seed_by_seed(tmp_path):
     assert "| ghost_skip | +3.00 ± 0.82 (4) | — |" in md  # 3.00 >= 2 * 0.82: beyond noise
     assert "| tost | +0.00~ ± 0.82 (4) | — |" in md  # +1 -1 0 0
     assert "| lrsi | +0.00~ ± 0.00 (4) | — |" in md  # untouched by the setting: no difference at all
+
+
+def test_a_variant_one_setting_did_not_train_is_a_dash_and_gains_show_their_spread(tmp_path, capsys):
+    # the budget study: today's table has six variants, the larger budgets four
+    a = table(tmp_path / "a.csv", {"ghost_skip": (-4.0, -1.0), "lrsi": (0.5, 0.5)})
+    b = pd.read_csv(table(tmp_path / "b.csv", {"ghost_skip": (-1.0, 0.0)})).assign(gain_std=0.25)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    out = tmp_path / "cmp"
+    compare.main([f"3k={a}", f"12k={tmp_path / 'b.csv'}", "--out", str(out), "--unpaired"])
+    md = (tmp_path / "cmp.md").read_text()
+    assert "| lrsi | +0.50 / +0.50~ → **+0.50** | — |" in md
+    assert "| ghost_skip | -4.00 / -1.00~ → **-2.50** | -1.00 ± 0.25 / +0.00~ ± 0.25 → **-0.50** |" in md
+    assert "Against `3k`" not in md  # --unpaired: a seed's mask differs between the settings
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
