@@ -119,21 +119,24 @@ class Slurm:
 
     def run(self, orders: Sequence[Order]) -> list[Failure]:
         self.check()
-        sub = self.submit(orders)
-        with _cancel_on_signal(lambda: self.cancel(sub)):
+        sub = Submission(self._folder())
+        with _cancel_on_signal(lambda: self.cancel(sub)):  # also a failure between the two sbatch calls
+            self.submit(sub, orders)
             return self.wait(sub, [o.name for o in orders])
 
-    def submit(self, orders: Sequence[Order]) -> Submission:
-        """Write the spec and submit the leads' array, then the rest depending on it."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = self.root / ".dvc" / "tmp" / "tost-slurm" / f"{stamp}-{_unique()}"
+    def _folder(self) -> Path:
+        folder = self.root / ".dvc" / "tmp" / "tost-slurm" / f"{time.strftime('%Y%m%d-%H%M%S')}-{_unique()}"
         for sub in ("logs", "cells", "work"):
             (folder / sub).mkdir(parents=True)
+        return folder
+
+    def submit(self, sub: Submission, orders: Sequence[Order]) -> Submission:
+        """Write the spec and submit the leads' array, then the rest depending on it."""
         size = max(1, self.cfg.gpus * self.per_gpu)
         arrays = {"lead": chunks([o for o in orders if o.lead], size)}
         arrays["rest"] = chunks([o for o in orders if not o.lead], size)
         spec = snapshot(self.root, self.run_cmd) | {
-            "folder": str(folder),
+            "folder": str(sub.folder),
             "python": sys.executable,
             "cpus": self.cfg.cpus,
             "per_gpu": self.per_gpu,
@@ -142,17 +145,16 @@ class Slurm:
                 for k, v in arrays.items()
             },
         }
-        (folder / "spec.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
-        sub = Submission(folder)
+        (sub.folder / "spec.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
         after = None
         for array, tasks in arrays.items():
             if tasks:
-                job = self._sbatch(folder, array, len(tasks), after)
+                job = self._sbatch(sub.folder, array, len(tasks), after)
                 sub.jobs.append(job)
                 sub.tasks |= {f"{job}_{i}": [o.name for o in task] for i, task in enumerate(tasks)}
                 after = job
                 log.info("table: submitted SLURM job %s: %d task(s) (%s)", job, len(tasks), array)
-        log.info("table: job logs in %s", folder.relative_to(self.root))
+        log.info("table: job logs in %s", sub.folder.relative_to(self.root))
         return sub
 
     def _sbatch(self, folder: Path, array: str, n: int, after: str | None) -> str:
@@ -174,7 +176,7 @@ class Slurm:
         """Cancel (scancel) exactly the jobs this sweep submitted, by id."""
         if sub.jobs:
             self.run_cmd(["scancel", *sub.jobs])
-            log.info("table: interrupted: cancelled SLURM job(s) %s", ", ".join(sub.jobs))
+            log.info("table: stopping: cancelled SLURM job(s) %s", ", ".join(sub.jobs))
 
     def states(self, sub: Submission) -> dict[str, str]:
         """Task -> SLURM state, for the tasks squeue still knows; none when it knows none of the jobs."""
@@ -184,7 +186,9 @@ class Slurm:
         if proc.returncode != 0:
             if "Invalid job id" in (proc.stderr + proc.stdout):
                 return {}  # every job has left squeue
-            raise TostError(f"executor slurm: squeue failed: {_error(proc)}")
+            # a busy controller times out now and then: the jobs run on, so wait with what we know
+            log.warning("table: squeue failed (%s); trying again in %.0f s", _error(proc), self.poll)
+            return {task: sub.seen[task] for task in sub.tasks if task in sub.seen}
         return dict(line.split("|", 1) for line in proc.stdout.split() if "|" in line)
 
     def cell(self, sub: Submission, name: str, states: dict[str, str]) -> tuple[str, Failure | None]:
@@ -265,7 +269,10 @@ def snapshot(root: Path, run_cmd: Run = _run) -> dict:
 
 @contextmanager
 def _cancel_on_signal(cancel: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM cancel our jobs, then end the sweep as an interruption (exit 130)."""
+    """SIGINT and SIGTERM cancel our jobs, then end the sweep as an interruption (exit 130).
+
+    So does a failure to submit, which would otherwise leave the first array's jobs behind.
+    """
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -273,7 +280,7 @@ def _cancel_on_signal(cancel: Callable[[], None]) -> Iterator[None]:
     old = signal.signal(signal.SIGTERM, handler)
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TostError):
         cancel()
         raise
     finally:

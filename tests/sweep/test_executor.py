@@ -84,7 +84,8 @@ def test_a_gpu_job_runs_gpus_times_per_gpu_experiments(tmp_path, monkeypatch):
     fake = FakeSlurm([[]])
     monkeypatch.setattr(slurm, "snapshot", lambda root, run_cmd: {})
     orders = [Order(f"c{i}", ("-S", f"seed={i}"), lead=i < 2) for i in range(7)]
-    sub = Slurm(slurm_cfg(gpus=2, max_running=3), per_gpu=2, root=tmp_path, run_cmd=fake).submit(orders)
+    ex = Slurm(slurm_cfg(gpus=2, max_running=3), per_gpu=2, root=tmp_path, run_cmd=fake)
+    sub = ex.submit(Submission(ex._folder()), orders)
     lead, rest = [c for c in fake.calls if c[0] == "sbatch"]
     assert "--array=0-0%3" in lead and "--array=0-1%3" in rest  # 2 leads in one task, 5 others in two
     assert f"--dependency=afterany:{sub.jobs[0]}" in rest and not any("dependency" in a for a in lead)
@@ -180,3 +181,34 @@ def test_the_local_queue_names_a_failed_experiment_with_its_logs_last_line():
 
 def test_queue_workers_find_this_environments_dvc():
     assert worker_env(2, 1)["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+
+
+def test_a_failed_second_submission_cancels_the_first(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(slurm, "snapshot", lambda root, run_cmd: {})
+    monkeypatch.setattr(slurm.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    fake = FakeSlurm([[]])
+
+    def sbatch_fails_second(cmd):
+        if cmd[0] == "sbatch" and any(a.startswith("--dependency") for a in cmd):
+            return subprocess.CompletedProcess(cmd, 1, "", "sbatch: error: QOSMaxSubmitJobPerUserLimit")
+        return fake(cmd)
+
+    with pytest.raises(TostError, match="QOSMaxSubmitJobPerUserLimit"):
+        Slurm(slurm_cfg(), 1, tmp_path, run_cmd=sbatch_fails_second).run(
+            [Order("a", (), True), Order("b", ())]
+        )
+    assert fake.calls[-1] == ["scancel", "103"]  # the leads' array, submitted before the failure
+
+
+def test_a_failing_squeue_is_waited_out(tmp_path):
+    sub = submission(tmp_path, {"7_0": ["a"]})
+    answers = iter(
+        [
+            subprocess.CompletedProcess([], 0, "7_0|RUNNING", ""),
+            subprocess.CompletedProcess([], 1, "", "squeue: error: Socket timed out on send/recv operation"),
+        ]
+    )
+    ex = Slurm(slurm_cfg(), 1, tmp_path, run_cmd=lambda cmd: next(answers))
+    first = ex.states(sub)
+    assert ex.cell(sub, "a", first) == ("running", None)
+    assert ex.states(sub) == {"7_0": "RUNNING"}  # what was known, not an error
