@@ -124,22 +124,6 @@ def _clean(repo: Path) -> None:
     run(repo, "dvc", "checkout", "-q", check=False)
 
 
-def test_the_dense_network_is_trained_once_for_every_sparsity(repo):
-    # Another seed trains its own dense network once; a later experiment of that seed at another
-    # sparsity, started from the committed workspace, gets it from DVC's run-cache instead. Seed 7:
-    # no other test of this module runs it, so the first run trains it whatever ran before.
-    _clean(repo)
-    first = run(repo, "dvc", "exp", "run", "-n", "seed7", "-S", "seed=7").stdout
-    assert "Running stage 'dense'" in first
-    _clean(repo)
-    again = run(
-        repo, "dvc", "exp", "run", "-n", "seed7-sp70", "-S", "seed=7", "-S", "prune.sparsity=0.7"
-    ).stdout
-    assert "Stage 'dense' is cached - skipping run" in again
-    assert "Running stage 'dense'" not in again and "Running stage 'mask'" in again
-    _clean(repo)
-
-
 VIEW_VARIANTS = 6  # the default `tricks.run`; this copy trains fewer, so per-variant counts are scaled up
 
 
@@ -150,12 +134,14 @@ def _as_if_six_variants(total: int, per_variant: dict[str, int]) -> int:
 
 def test_exp_run_and_the_views_a_researcher_reads(repo):
     """After `dvc repro` and `dvc exp run -S prune.sparsity=...`, what `dvc exp show`, `make exps`,
-    `dvc metrics diff` print stays readable (issue 20's bounds, for six variants), and `dvc plots
-    show` / `dvc plots diff` draw the three plots with every variant's data."""
+    `dvc metrics diff` print stays readable (issue 20's bounds, for six variants), `dvc plots show` /
+    `dvc plots diff` draw the three plots with every variant's data, and a second experiment of the
+    seed takes its dense network from the run-cache."""
     _clean(repo)
-    # 0.85: no earlier test ran it, so DVC's run-cache cannot hand back a mask for it.
-    out = run(repo, "dvc", "exp", "run", "-n", "sp85", "-S", "prune.sparsity=0.85").stdout
-    assert "Running stage 'mask'" in out and "Running stage 'dense'" not in out  # the same dense network
+    # Seed 7 and sparsity 0.85: no other test of this module runs them, so DVC's run-cache has neither
+    # the dense network nor the mask, whatever ran before.
+    out = run(repo, "dvc", "exp", "run", "-n", "sp85", "-S", "seed=7", "-S", "prune.sparsity=0.85").stdout
+    assert "Running stage 'mask'" in out and "Running stage 'dense'" in out
     variants = _variants(repo)
 
     header = run(repo, "dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
@@ -194,6 +180,13 @@ def test_exp_run_and_the_views_a_researcher_reads(repo):
         for field in ("kept_fraction", *variants):
             assert f'"{field}"' in html  # the data went in, not only the titles
     assert "sp85" in html and head in html  # plots diff: both experiments
+    _clean(repo)
+
+    # The dense network is trained once per seed: an experiment of seed 7 at another sparsity, started
+    # from the committed workspace (seed 0), gets it from DVC's run-cache.
+    again = run(repo, "dvc", "exp", "run", "-n", "seed7-sp70", "-S", "seed=7", "-S", "prune.sparsity=0.7")
+    assert "Stage 'dense' is cached - skipping run" in again.stdout
+    assert "Running stage 'dense'" not in again.stdout and "Running stage 'mask'" in again.stdout
     _clean(repo)
 
 
