@@ -277,14 +277,16 @@ def _cancel_on_signal(cancel: Callable[[], None]) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    # SIGINT too: a process started with SIGINT ignored (shell background `&`, a test runner) keeps it so
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except (KeyboardInterrupt, TostError):
         cancel()
         raise
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def _error(proc: subprocess.CompletedProcess) -> str:
