@@ -59,7 +59,7 @@ def config(folder: Path, host: str, cpus: int) -> str:
     return "\n".join(
         [
             "ClusterName=tosttest",
-            f"SlurmctldHost={host}",
+            f"SlurmctldHost={host}(127.0.0.1)",  # addresses given: the host name need not resolve
             f"SlurmctldPort={_free_port()}",
             f"SlurmdPort={_free_port()}",
             "SlurmUser=root",
@@ -80,7 +80,7 @@ def config(folder: Path, host: str, cpus: int) -> str:
             "JobAcctGatherType=jobacct_gather/none",
             "MpiDefault=none",
             "ReturnToService=2",
-            f"NodeName={host} CPUs={cpus} RealMemory={_memory_mb()} State=UNKNOWN",
+            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_memory_mb()} State=UNKNOWN",
             f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]
@@ -122,7 +122,12 @@ class Cluster:
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(self.conf)], env=self.env(), check=True)
             self.started.append(self.folder / f"{daemon}.pid")
-        _until(self._idle, 30, f"the node did not come up; see {self.folder}/slurmd.log")
+        try:
+            _until(self._idle, 30, "the node did not come up")
+        except RuntimeError:
+            logs = [f"{n}: {_tail(self.folder / n)}" for n in ("slurmctld.log", "slurmd.log")]
+            self.stop()
+            raise RuntimeError(f"the one-node SLURM did not come up; {'; '.join(logs)}") from None
         return self
 
     def _idle(self) -> bool:
@@ -139,6 +144,13 @@ class Cluster:
             except (OSError, ValueError, IndexError):
                 continue
             _until(lambda p=pid: not _alive(p), 15, "", fail=False)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-3:])
+    except OSError:
+        return "(no log)"
 
 
 def _alive(pid: int) -> bool:
