@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from sweep import compare
+from tests.sweep.test_table import _pixels
 
 
 def row(method: str, variant: str, n_seeds: int, gain: float, noisy: bool, evaluated: int) -> dict:
@@ -42,7 +44,8 @@ def test_main_writes_the_table_and_the_plot(tmp_path, capsys):
     out = tmp_path / "cmp"
     compare.main([f"default={a}", f"upstream={b}", "--out", str(out), "--title", "T"])
     assert (tmp_path / "cmp.md").read_text().startswith("# T")
-    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    bars = plt.imread(tmp_path / "cmp.png")[..., :3]
+    assert _pixels(bars, (0.12, 0.47, 0.71)) > 500 and _pixels(bars, (1.0, 0.50, 0.05)) > 500  # both settings
     assert "wrote" in capsys.readouterr().out
 
 
