@@ -133,3 +133,9 @@ def variant_trainer(variant: str, name: str = "train", **train: Any) -> Trainer:
     net = tiny_net()
     tricks = build_variant(variant, p.tricks.options)
     return Trainer(net, random_mask(net), tiny_prepared(), p.data, p.train, tricks, Runtime.cpu(), 0, name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow modules (a DVC repo copy, a SLURM cluster) first: with one test process per core they
+    then start at once, and the many short tests fill in around them instead of waiting behind."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept

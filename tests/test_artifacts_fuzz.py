@@ -4,9 +4,10 @@ Prepared data (a split file, meta.json), mask.pt, init.pt, a resume file, a prun
 as `prune.path` and a Fashion-MNIST IDX file (small, in the real gzip/IDX format) are made once,
 then damaged: cut at a random byte, one random bit flipped, replaced by another artifact, or by a
 pickle that runs code when loaded. Reading them must raise a `TostError` whose one line names the
-file, or give back what a valid file of that kind holds (a flipped bit inside a tensor's numbers
-can be a valid, different file); a resume file that is not this run's is ignored and training
-starts over. No other exception, and the pickle's code never runs.
+file, or give back exactly what the intact file holds (every file tost writes carries a digest of
+its content, and the prepared data a sha256 per split); a pruned checkpoint from elsewhere has no
+digest, so any readable one is a valid mask; a resume file that is not this run's is ignored and
+training starts over. No other exception, and the pickle's code never runs.
 """
 
 from __future__ import annotations
@@ -171,6 +172,16 @@ def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(ki
         else:
             if kind == "resume":
                 assert out is None or out["epoch"] == 0  # None: another run's (or unreadable): starting over
+            elif how[0] == "swap" and how[1] != kind:
+                pass  # another valid file of the project that this reader accepts (a checkpoint as init)
+            elif kind == "mask.pt":  # checksummed (tost.io.digest): only the intact mask loads
+                mask, _ = out
+                want = random_mask(tiny_net()).tensors
+                assert set(mask.tensors) == set(want)
+                assert all(torch.equal(mask.tensors[n], want[n]) for n in want)
+            elif kind == "init.pt":
+                want = tiny_net().state_dict()
+                assert all(torch.equal(out.state_dict()[n], want[n]) for n in want)
             elif kind == "fashion":  # checksummed: only intact numbers load (a gzip header bit may differ)
                 assert out.train_y.tolist() == FASHION["train-labels-idx1-ubyte.gz"].tolist()
             elif kind == "prune.path":  # weights != 0: any readable checkpoint of this model is a mask

@@ -9,6 +9,7 @@ artifact that DVC or a later stage would trust. Every tensor file is read with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -113,8 +114,44 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise TostError(f"{path}: not valid JSON (not UTF-8 text: a binary file?)") from None
 
 
+CHECKSUM = "tost_sha256"  # the key save_tensors adds and load_tensors checks and removes
+
+
+def digest(node: Any) -> str:
+    """sha256 of every key, tensor (dtype, shape, bytes) and number in a nested container.
+
+    A flipped bit inside a tensor's numbers leaves a torch file readable, and a mask or an init with
+    one wrong value is still a valid one: only a digest of the content tells it from the original.
+    """
+    h = hashlib.sha256()
+    _feed(h, node)
+    return h.hexdigest()
+
+
+def _feed(h: Any, node: Any) -> None:
+    if isinstance(node, torch.Tensor):
+        t = node.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(node.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(node, Mapping):
+        h.update(b"{")
+        for key in sorted(node, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, node[key])
+        h.update(b"}")
+    elif isinstance(node, list | tuple):
+        h.update(b"[")
+        for item in node:
+            _feed(h, item)
+        h.update(b"]")
+    else:
+        h.update(repr(node).encode())
+
+
 def save_tensors(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
-    """`torch.save` atomically; only plain containers of tensors and numbers should go in.
+    """`torch.save` atomically, with a digest of the content (checked by `load_tensors`).
+
+    Only plain containers of tensors and numbers should go in.
 
     It writes through a Python file object, so that a failed write (a full disk) surfaces as the
     OSError that `atomic_path` turns into one clear line, the previous file staying in place; given a
@@ -124,7 +161,7 @@ def save_tensors(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
     """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         try:
-            torch.save(dict(obj), f)
+            torch.save({**obj, CHECKSUM: digest(dict(obj))}, f)
         except RuntimeError as err:
             # torch's zip writer reports a failed write by a second error while closing the archive;
             # the OSError behind it (ENOSPC, EIO) is the one that says what is wrong.
@@ -139,7 +176,7 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{p}: refused to load: the file holds Python objects other than tensors and plain "
@@ -148,3 +185,8 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     except Exception as err:  # a damaged file makes torch's unpickler fail in any way (IndexError, ...)
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{p}: not a readable torch file (truncated or corrupted?): {msg}") from None
+    if isinstance(obj, dict) and CHECKSUM in obj:  # files from elsewhere (prune.path) have none
+        expected = obj.pop(CHECKSUM)
+        if digest(obj) != expected:
+            raise CheckpointError(f"{p}: does not match the checksum it was saved with (damaged?)")
+    return obj
