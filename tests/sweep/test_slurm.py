@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweep import dvc
 from tests.conftest import ROOT
 from tests.slurm_cluster import Cluster, unavailable
 from tests.tinyrepo import copy, env, run, tiny_params
@@ -35,10 +36,11 @@ def cluster(tmp_path_factory) -> Cluster:
 
 
 def params() -> dict:
-    """Two mask methods, one seed: the second waits for the first's dense network (run-cache)."""
+    """Two mask methods, two seeds: the seeds' first experiments run at once, then the two others, which
+    take their seed's dense network from the run-cache."""
     raw = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["tricks"]["run"] = ["baseline"]
-    raw["report"].update(methods=["random", "snip"], seeds=[0], jobs=1)
+    raw["report"].update(methods=["random", "snip"], seeds=[0, 1], jobs=1)
     return raw
 
 
@@ -68,14 +70,18 @@ def preset(repo: Path, name: str, body: dict) -> str:
     return str(path.relative_to(repo))
 
 
-def numbers(csv: Path) -> pd.DataFrame:
-    """The table without the columns that name experiments' commits (those differ between runs)."""
-    return pd.read_csv(csv).drop(columns=["revs"])
+def metrics(repo: Path) -> dict[str, dict]:
+    """Each experiment's metrics as `dvc exp show` gives them, timings left out (they differ by run)."""
+    timing = ("seconds", "images_per_s")
+    return {
+        e.name: {f: {k: v for k, v in m.items() if not k.endswith(timing)} for f, m in e.metrics.items()}
+        for e in dvc.parse_exp_show(run(repo, "dvc", "exp", "show", "--json").stdout)
+    }
 
 
-def test_the_slurm_table_equals_the_local_one_bit_for_bit(repo, cluster, tmp_path):
+def test_slurm_experiments_equal_local_ones_bit_for_bit(repo, cluster, tmp_path):
     one_cell = params()
-    one_cell["report"]["methods"] = ["random"]  # the local side of the comparison: one cell is enough
+    one_cell["report"].update(methods=["random"], seeds=[0])  # the local side: one experiment will do
     local = copy(tmp_path / "local", one_cell)
     local_run = subprocess.run(  # DVC's local queue, one thread per experiment as in the SLURM jobs
         [*SWEEP, "--poll", "0.5"], cwd=local, env=_env(cluster), capture_output=True, text=True
@@ -83,25 +89,32 @@ def test_the_slurm_table_equals_the_local_one_bit_for_bit(repo, cluster, tmp_pat
     assert local_run.returncode == 0, local_run.stdout + local_run.stderr
     got = sweep(repo, cluster, "--executor", "slurm")
     assert got.returncode == 0, got.stdout + got.stderr
-    assert "submitted SLURM job" in got.stdout
+    assert "submitted SLURM job" in got.stdout and "queued, 2 running" in got.stdout  # two jobs at once
     assert not (repo / "metrics/table-gain.png").exists()  # baseline alone: no gains to draw
-    slurm_rows = numbers(repo / "metrics/table.csv")
-    slurm_rows = slurm_rows[slurm_rows.method == "random"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(slurm_rows, numbers(local / "metrics/table.csv"))
-    # the experiments are the checkout's own: dvc exp show lists them, and a rerun submits nothing
-    shown = run(repo, "dvc", "exp", "show", "--csv").stdout
-    assert "random-sp0.9-seed0-" in shown and "snip-sp0.9-seed0-" in shown
+    # every number of the experiment both made, to the last bit; the two jobs that ran at once and
+    # pushed into the same checkout each left its own experiment, with its own params
+    mine, theirs = metrics(repo), metrics(local)
+    (name,) = theirs
+    assert mine[name] == theirs[name] and mine[name]["metrics/train/baseline.json"]["test_acc"] > 0
+    shown = dvc.parse_exp_show(run(repo, "dvc", "exp", "show", "--json").stdout)
+    assert sorted(e.name.split("-")[0] + str(e.params["seed"]) for e in shown) == [
+        "random0", "random1", "snip0", "snip1"
+    ]  # fmt: skip
+    assert all(e.name.startswith(e.params["prune"]["method"]) for e in shown)
+    table = pd.read_csv(repo / "metrics/table.csv")
+    assert sorted(" ".join(table.experiments).split()) == sorted(mine)
     again = sweep(repo, cluster, "--executor", "slurm")
-    assert again.returncode == 0 and "2 found, 0 to run" in again.stdout and "submitted" not in again.stdout
-    # the dense network of seed 0 was trained once: by the lead job, the other took it from the run-cache
+    assert again.returncode == 0 and "4 found, 0 to run" in again.stdout and "submitted" not in again.stdout
+    # each seed's dense network was trained once: by its first experiment; the other took it from the
+    # run-cache
     logs = sorted((repo / ".dvc/tmp/tost-slurm").glob("*/cells/*.log"))
-    trained = [log.name for log in logs if "Running stage 'dense'" in log.read_text()]
-    assert len(logs) == 2 and len(trained) == 1 and trained[0].startswith("random-"), trained
+    trained = sorted(_cell(log) for log in logs if "Running stage 'dense'" in log.read_text())
+    assert len(logs) == 4 and trained == ["random0", "random1"], trained
     assert not any((repo / ".dvc/tmp/tost-slurm").glob("*/work/*"))  # finished workspaces are removed
 
 
 def test_a_cancelled_job_is_reported_and_a_rerun_submits_only_it(repo, cluster):
-    name = preset(repo, "seed1", {"report": {"methods": ["random"], "seeds": [0, 1]}})
+    name = preset(repo, "seed2", {"report": {"methods": ["random"], "seeds": [0, 2]}})
     proc = subprocess.Popen(
         [*SWEEP, "--poll", "0.5", "--executor", "slurm", "--preset", name],
         cwd=repo, env=_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -111,7 +124,7 @@ def test_a_cancelled_job_is_reported_and_a_rerun_submits_only_it(repo, cluster):
     subprocess.run(["scancel", job.split("_")[0]], env=cluster.env(), check=True)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out + err
-    line = next(line for line in out.splitlines() if "experiment random-sp0.9-seed1-" in line)
+    line = next(line for line in out.splitlines() if "experiment random-sp0.9-seed2-" in line)
     assert f"SLURM job {job} CANCELLED" in line and "/logs/" in line, line
     assert line.rstrip().endswith("***") and "CANCELLED AT" in line  # the log's last line: SLURM's own
     assert err.strip().count("\n") == 0 and "1 of 2 experiments did not finish" in err
@@ -119,7 +132,7 @@ def test_a_cancelled_job_is_reported_and_a_rerun_submits_only_it(repo, cluster):
     reused = [line for line in dry if line.startswith("reuse ")]
     queued = [line for line in dry if line.startswith("queue ")]
     assert len(reused) == 1 and "random-sp0.9-seed0-" in reused[0], dry
-    assert len(queued) == 1 and " -n random-sp0.9-seed1-" in queued[0], dry
+    assert len(queued) == 1 and " -n random-sp0.9-seed2-" in queued[0], dry
 
 
 def test_ctrl_c_cancels_exactly_our_jobs(repo, cluster):
@@ -130,7 +143,7 @@ def test_ctrl_c_cancels_exactly_our_jobs(repo, cluster):
         text=True,
         check=True,
     ).stdout.strip()  # somebody else's job: must survive
-    name = preset(repo, "seed2", {"report": {"methods": ["random"], "seeds": [2]}})
+    name = preset(repo, "seed3", {"report": {"methods": ["random"], "seeds": [3]}})
     log = repo / "ctrl-c.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -149,7 +162,7 @@ def test_ctrl_c_cancels_exactly_our_jobs(repo, cluster):
 
 
 def test_a_bad_partition_is_one_line_and_submits_nothing(repo, cluster):
-    name = preset(repo, "bad-partition", {"report": {"seeds": [3], "slurm": {"partition": "nope"}}})
+    name = preset(repo, "bad-partition", {"report": {"seeds": [4], "slurm": {"partition": "nope"}}})
     before = {line.split("|")[0] for line in cluster.squeue()}
     got = sweep(repo, cluster, "--executor", "slurm", "--preset", name)
     assert got.returncode == 2
@@ -166,7 +179,7 @@ def test_no_sbatch_is_one_line_and_submits_nothing(repo, tmp_path):
     (bin_dir / "git").symlink_to(
         subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
     )
-    name = preset(repo, "seed4", {"report": {"seeds": [4]}})
+    name = preset(repo, "seed5", {"report": {"seeds": [5]}})
     path = f"{Path(sys.executable).parent}{os.pathsep}{bin_dir}"
     got = subprocess.run(
         [*SWEEP, "--executor", "slurm", "--preset", name],
@@ -177,6 +190,11 @@ def test_no_sbatch_is_one_line_and_submits_nothing(repo, tmp_path):
         "error: executor slurm: `sbatch` is not on PATH; run the sweep on a SLURM login node, "
         "or without --executor slurm"
     )
+
+
+def _cell(log: Path) -> str:
+    """random-sp0.9-seed1-abc1234.log -> random1"""
+    return log.name.split("-")[0] + log.name.split("-seed")[1].split("-")[0]
 
 
 def _running(cluster: Cluster) -> str | None:
