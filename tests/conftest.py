@@ -139,3 +139,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow modules (a DVC repo copy, a SLURM cluster) first: with one test process per core they
     then start at once, and the many short tests fill in around them instead of waiting behind."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _share_the_cores() -> None:
+    """With one test process per core (pytest-xdist), each process computes with its share of the cores:
+    two processes of two threads each on two cores only wait for each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
