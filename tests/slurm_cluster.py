@@ -32,6 +32,11 @@ def unavailable() -> str | None:
     return None
 
 
+def _short_host() -> str:
+    """The name SLURM's daemons know themselves by: the host name up to its first dot."""
+    return socket.gethostname().split(".")[0]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -118,7 +123,7 @@ class Cluster:
             subprocess.run(cmd, check=True)
             self.started.append(pid)
             _until(_munge_works, 10, "munged did not answer")
-        self.conf.write_text(config(self.folder, socket.gethostname(), os.cpu_count() or 1))
+        self.conf.write_text(config(self.folder, _short_host(), os.cpu_count() or 1))
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(self.conf)], env=self.env(), check=True)
             self.started.append(self.folder / f"{daemon}.pid")
