@@ -137,7 +137,7 @@ def test_a_cancelled_job_is_reported_and_a_rerun_submits_only_it(repo, cluster):
 
 def test_ctrl_c_cancels_exactly_our_jobs(repo, cluster):
     other = subprocess.run(
-        ["sbatch", "--parsable", "--wrap=sleep 60"],
+        ["sbatch", "--parsable", "--output=/dev/null", "--wrap=sleep 60"],
         env=cluster.env(),
         capture_output=True,
         text=True,
