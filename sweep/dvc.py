@@ -25,15 +25,17 @@ STATUSES = ("Queued", "Running", "Success", "Failed")
 DVC = (sys.executable, "-m", "dvc")  # the dvc of this environment, whatever PATH holds
 
 
-def _last_line(text: str) -> str:
-    return (text.strip() or "no output").splitlines()[-1]
+def last_line(text: str) -> str:
+    """The last non-empty line of a command's output or a log: where a failing command says why."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 def run_dvc(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """Run `dvc` and return its stdout; a failure becomes one error with DVC's own last line."""
     proc = subprocess.run([*DVC, *args], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise TostError(f"dvc {' '.join(args[:3])} ... failed: {_last_line(proc.stderr or proc.stdout)}")
+        raise TostError(f"dvc {' '.join(args[:3])} ... failed: {last_line(proc.stderr or proc.stdout)}")
     return proc.stdout
 
 
@@ -48,7 +50,7 @@ def start_queue(jobs: int, env: Mapping[str, str] | None = None) -> None:
         proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, check=False)
         if proc.returncode != 0:
             err.seek(0)
-            raise TostError(f"dvc queue start failed: {_last_line(err.read())}")
+            raise TostError(f"dvc queue start failed: {last_line(err.read())}")
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,6 @@ class Executor(Protocol):
     def run(self, orders: Sequence[Order]) -> list[Failure]: ...
 
 
-def last_line(text: str) -> str:
-    """The last non-empty line of a log: where a failing command says why."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(empty log)"
-
-
 def worker_env(jobs: int, per_gpu: int) -> dict[str, str]:
     """Share the CPU between parallel experiments, and let each claim a GPU slot (`stages._slots`).
 
@@ -92,7 +86,7 @@ class LocalQueue:
 
     def _failure(self, name: str) -> Failure:
         try:
-            last = last_line(self.run_dvc(["queue", "logs", name]))
+            last = dvc.last_line(self.run_dvc(["queue", "logs", name]))
         except Exception as err:  # the failure is reported either way
             last = f"(log not readable: {err})"
         return Failure(name, "DVC queue task", "Failed", f"`dvc queue logs {name}`", last)

@@ -36,7 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweep.executor import Failure, Order, last_line
+from sweep.dvc import last_line
+from sweep.executor import Failure, Order
 from tost.config import SlurmConfig
 from tost.errors import TostError
 
