@@ -156,17 +156,41 @@ def _argv(variant: str, art: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+# Loaded by every process of the launch (PYTHONPATH): each one notes that it started and logs each file
+# it renames into place, which is how tost.io writes every file, so the test sees which rank wrote what.
+SPY = """
+import os
+_log = os.path.join(os.environ["TOST_SPY"], "rank" + os.environ.get("RANK", "-"))
+open(_log + ".started", "w").close()
+_replace = os.replace
+def _logged(src, dst, *args, **kwargs):
+    _replace(src, dst, *args, **kwargs)
+    with open(_log + ".writes", "a") as f:
+        f.write(os.path.basename(os.fspath(dst)) + "\\n")
+os.replace = _logged
+"""
+
+
 def test_stage_relaunches_under_torchrun_and_rank0_writes(tmp_path, raw_params):
     art = _artifacts(tmp_path, raw_params)
     work = tmp_path / "work"
     work.mkdir()
     (work / "params.yaml").write_text(yaml.safe_dump(_params(raw_params, 2)))
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(SPY)
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}
+    env.update(PYTHONPATH=f"{spy}{os.pathsep}{ROOT}", TOST_SPY=str(spy))
     proc = subprocess.run(
         [sys.executable, "-m", "stages.train", *_argv(VARIANT, art, work / "out")],
-        cwd=work, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    started = sorted(f.name for f in spy.glob("*.started"))
+    assert started == ["rank-.started", "rank0.started", "rank1.started"]  # the launcher and both ranks
+    assert not (spy / "rank-.writes").exists() and not (spy / "rank1.writes").exists()
+    written = (spy / "rank0.writes").read_text().split()
+    assert {"ckpt.pt", "metrics.json", "detail.json", "curve.csv"} <= set(written), written
     assert proc.stdout.count(f"train[{VARIANT}] ep ") == 2, proc.stdout  # one progress line per epoch
     assert sorted(f.name for f in (work / "out").iterdir()) == [
         "ckpt.pt",
