@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -20,14 +21,30 @@ import tost.io
 from stages import data as data_stage
 from stages import mask as mask_stage
 from stages import train as train_stage
+from tests.conftest import repo_params
 from tests.stages.conftest import edit_params, env, mask_args, one_line, train_cmd, workdir
 from tost.errors import TostError
 from tost.models import build
 from tost.sparsity.mask import FORMAT, Enforcer, Mask, prunable
 
 
-def test_init_from_another_architecture_isone_line(tmp_path, monkeypatch, raw_params):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1)
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """One working folder (params, 256 training images, dense init, a mask) built once per module: every
+    test below breaks one thing in its own copy, and nothing else about the folder is under test."""
+    with pytest.MonkeyPatch.context() as mp:
+        return workdir(tmp_path_factory.mktemp("template"), mp, repo_params(), epochs=1, train_images=256)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch, template) -> Path:
+    """This test's copy of the template, as the current folder."""
+    shutil.copytree(template, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_init_from_another_architecture_isone_line(work):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["model"]["arch"] = "vgg16"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -71,10 +88,11 @@ SUBPROCESS_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SUBPROCESS_CASES))
-def test_bad_input_through_the_real_stage_isone_line(tmp_path, monkeypatch, raw_params, case):
+def test_bad_input_through_the_real_stage_isone_line(work, case):
     needs_mask, changes, damage, argv, expected = SUBPROCESS_CASES[case]
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=2, mask=needs_mask, train_images=256)
-    edit_params(work, changes)
+    if not needs_mask:
+        (work / "artifacts" / "mask.pt").unlink()
+    edit_params(work, {"train.epochs": 2, **changes})
     if damage:
         _truncate(work / damage)
     proc = subprocess.run([sys.executable, "-m", *argv], cwd=work, env=env(), capture_output=True,
@@ -83,8 +101,7 @@ def test_bad_input_through_the_real_stage_isone_line(tmp_path, monkeypatch, raw_
     assert not (work / "x").exists()  # nothing written, not even a folder
 
 
-def test_cuda_requested_without_gpu_isone_line(tmp_path, monkeypatch, raw_params, stage_error):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+def test_cuda_requested_without_gpu_isone_line(work, monkeypatch, stage_error):
     edit_params(work, {"train.device": "cuda"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     line = stage_error(mask_stage.main, mask_args("x"))
@@ -92,8 +109,7 @@ def test_cuda_requested_without_gpu_isone_line(tmp_path, monkeypatch, raw_params
     assert not (work / "x").exists()
 
 
-def test_prune_batch_size_larger_than_the_data_names_its_key(tmp_path, monkeypatch, raw_params, stage_error):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+def test_prune_batch_size_larger_than_the_data_names_its_key(work, stage_error):
     edit_params(work, {"prune.batch_size": 100_000})
     line = stage_error(mask_stage.main, mask_args("x"))
     assert line.startswith("error: params.yaml: prune.batch_size=100000 is larger than the training split")
@@ -133,8 +149,7 @@ def _bad_masks(good: Path) -> dict[str, tuple[dict, str]]:
 
 
 @pytest.mark.parametrize("case", ["another-arch", "non-binary", "mis-shaped"])
-def test_train_stage_refuses_a_bad_mask_inone_line(tmp_path, monkeypatch, raw_params, stage_error, case):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1)
+def test_train_stage_refuses_a_bad_mask_inone_line(work, stage_error, case):
     obj, fragment = _bad_masks(work / "artifacts" / "mask.pt")[case]
     torch.save(obj, work / "artifacts" / "mask.pt")
     line = stage_error(train_stage.main, train_cmd("x")[3:])
@@ -167,10 +182,10 @@ def _full_disk(real_open, budget: int = 100):
     return lambda path, mode="r", *a, **k: FullDiskFile(real_open(path, mode, *a, **k))
 
 
-def test_disk_full_keeps_the_old_file_and_isone_line(tmp_path, monkeypatch, raw_params, stage_error):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
+def test_disk_full_keeps_the_old_file_and_isone_line(work, monkeypatch, stage_error):
     out = work / "artifacts" / "data"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    siblings = sorted(p.name for p in out.parent.iterdir())
     edit_params(work, {"seed": 1})  # different splits: every file would change
     monkeypatch.setattr(tost.io, "open", _full_disk(open), raising=False)
     line = stage_error(
@@ -179,17 +194,15 @@ def test_disk_full_keeps_the_old_file_and_isone_line(tmp_path, monkeypatch, raw_
     )
     assert line == "error: cannot write artifacts/data/train.pt: No space left on device"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temporaries
-    assert sorted(p.name for p in out.parent.iterdir()) == ["data", "dense"]
+    assert sorted(p.name for p in out.parent.iterdir()) == siblings
 
 
 @pytest.mark.parametrize("failing", ["train.pt", "val.pt", "test.pt", "meta.json"])
-def test_the_data_stage_writes_all_of_its_files_or_none(
-    tmp_path, monkeypatch, raw_params, stage_error, failing
-):
+def test_the_data_stage_writes_all_of_its_files_or_none(work, monkeypatch, stage_error, failing):
     """Four files, each atomic: a failure in any one must leave the previous four, not a mix."""
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, mask=False)
     out = work / "artifacts" / "data"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    siblings = sorted(p.name for p in out.parent.iterdir())
     edit_params(work, {"seed": 1})  # different splits: every file would change
     real_save, real_json = tost.data.save_tensors, tost.data.write_json
 
@@ -209,13 +222,10 @@ def test_the_data_stage_writes_all_of_its_files_or_none(
     )
     assert line == f"error: cannot write artifacts/data/{failing}: No space left on device"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in out.parent.iterdir()) == ["data", "dense"]  # no temporary folder left
+    assert sorted(p.name for p in out.parent.iterdir()) == siblings  # no temporary folder left
 
 
-def test_unenforced_mask_fails_the_train_stage_and_writes_nothing(
-    tmp_path, monkeypatch, raw_params, stage_error
-):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=1, train_images=256)
+def test_unenforced_mask_fails_the_train_stage_and_writes_nothing(work, monkeypatch, stage_error):
     monkeypatch.setattr(Enforcer, "__call__", lambda self: None)  # a broken enforcement
     line = stage_error(train_stage.main, train_cmd("x")[3:])
     assert re.fullmatch(r"error: train\[baseline\]: \d+ pruned weights of \S+ are not 0 after training", line)
