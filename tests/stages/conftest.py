@@ -84,6 +84,13 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def kill_env(name: str, nth: int = 1, forwards: int = 200) -> dict[str, str]:
+    """`env()` for a process that SIGKILLs itself `forwards` module forwards after the `nth` write of a
+    file called `name` (tests/killer/sitecustomize.py): a real kill, at the same point every run."""
+    path = f"{ROOT / 'tests' / 'killer'}{os.pathsep}{ROOT}"
+    return {**env(), "PYTHONPATH": path, "TOST_KILL_AFTER": f"{name}:{nth}:{forwards}"}
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """In-process runs use one thread too: as fast, and comparable with the subprocesses of `env`."""

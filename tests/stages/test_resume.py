@@ -8,7 +8,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from stages import dense as dense_stage
 from stages import mask as mask_stage
 from stages import train as train_stage
 from tests.sparsity.test_methods_contract import make_ctx
-from tests.stages.conftest import edit_params, env, mask_args, train_cmd, workdir
+from tests.stages.conftest import edit_params, env, kill_env, mask_args, train_cmd, workdir
 from tost import data
 from tost.io import load_tensors
 from tost.resume import ResumeDir
@@ -27,21 +26,16 @@ from tost.train import Trainer
 
 
 def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path, monkeypatch, raw_params):
-    work = workdir(tmp_path, monkeypatch, raw_params, epochs=6)
+    work = workdir(tmp_path, monkeypatch, raw_params, epochs=4, width=4, train_images=256)
     subprocess.run(train_cmd("full"), cwd=work, env=env(), check=True, capture_output=True, timeout=300)
 
-    proc = subprocess.Popen(train_cmd("killed"), cwd=work, env=env(), stdout=subprocess.PIPE, text=True)
     resume = work / "killed" / "resume" / "train-baseline.pt"
-    deadline = time.time() + 240
-    while not resume.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    assert proc.poll() is None, "training finished before it could be killed; make it longer"
-    time.sleep(0.05)  # well inside the next epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killer = kill_env(resume.name, nth=2)
+    proc = subprocess.run(train_cmd("killed"), cwd=work, env=killer, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr  # in epoch 3, after epoch 2's resume file
     assert not (work / "killed" / "metrics.json").exists()
     epochs_done = load_tensors(resume)["epoch"]
-    assert 1 <= epochs_done < 6
+    assert epochs_done == 2
 
     out = subprocess.run(train_cmd("killed"), cwd=work, env=env(), check=True, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
@@ -64,20 +58,14 @@ def test_sigkill_mid_lottery_ticket_then_rerun_matches_uninterrupted(tmp_path, m
     assert not (work / "full" / "resume").exists()  # emptied once the outputs were written
 
     cmd = [sys.executable, "-m", "stages.mask", *mask_args("killed", "killed/resume")]
-    proc = subprocess.Popen(cmd, cwd=work, env=env(), stdout=subprocess.PIPE, text=True)
     resume = work / "killed" / "resume"
     third = resume / "lt-round-3-3.pt"  # round 3's per-epoch file: rounds 1 (dense) and 2 are done
-    deadline = time.time() + 120
-    while not third.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the mask stage finished before it could be killed; make it longer"
-    time.sleep(0.05)  # inside round 3's next epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.run(cmd, cwd=work, env=kill_env(third.name), capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr  # in round 3's second epoch
     assert not (work / "killed" / "mask.pt").exists()
     assert load_tensors(resume / "lt-rounds.pt")["round"] == 2
     epochs_done = load_tensors(third)["epoch"]
-    assert 1 <= epochs_done < 3
+    assert epochs_done == 1
 
     out = subprocess.run(cmd, cwd=work, env=env(), check=True, capture_output=True, text=True, timeout=120)
     assert "lt: rounds 1-2 of 3 already done" in out.stdout
