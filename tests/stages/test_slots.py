@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
+import sys
 
 import torch
 
 from stages import _common
 from stages import _slots as slots
+from tests.conftest import ROOT
 from tost import config
 
 
@@ -20,6 +24,27 @@ def test_slots_are_exclusive_and_freed_with_their_holder(tmp_path):
     assert third == 0
     h1.close()
     h2.close()
+
+
+def test_a_slot_held_by_a_sigkilled_process_is_free_again(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from stages import _slots; "
+         "gpu, held = _slots.claim(sys.argv[1], 2); print(gpu, flush=True); time.sleep(300)", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "0"  # the other process holds GPU 0
+        gpu, h1 = slots.claim(tmp_path, 2)
+        assert gpu == 1
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        gpu, h0 = slots.claim(tmp_path, 2, poll_s=0.01)
+        assert gpu == 0  # the kernel dropped the dead process's lock
+        h0.close()
+        h1.close()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_several_slots_per_gpu_spread_over_the_gpus_first(tmp_path):
