@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tost.errors import CheckpointError, TostError
-from tost.io import atomic_path, load_tensors, save_tensors, write_json
+from tost.io import atomic_dir, atomic_path, load_tensors, save_tensors, write_json
 
 
 class Boom:
@@ -84,3 +84,44 @@ def test_disk_full_on_a_text_file_keeps_the_old_one(tmp_path, monkeypatch):
     assert str(err.value) == f"cannot write {target}: No space left on device"
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def _folder(path: Path, files: dict[str, str]) -> None:
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+
+
+def _listing(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_atomic_dir_replaces_the_whole_folder(tmp_path):
+    _folder(tmp_path / "data", {"a": "old a", "stale": "only in the old folder"})
+    with atomic_dir(tmp_path / "data") as new:
+        (new / "a").write_text("new a")
+        (new / "b").write_text("new b")
+    assert _listing(tmp_path) == {"data/a": "new a", "data/b": "new b"}  # no stale file, no temporaries
+
+
+@pytest.mark.parametrize("where", ["writing", "first-rename", "second-rename"])
+def test_atomic_dir_keeps_the_old_folder_whatever_fails(tmp_path, monkeypatch, where):
+    _folder(tmp_path / "data", {"a": "old a"})
+    real = os.replace
+
+    def replace(src, dst):
+        failing = {"first-rename": Path(src).name == "data", "second-rename": Path(src).suffix == ".tmp"}
+        if failing.get(where):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    def write() -> None:
+        with atomic_dir(tmp_path / "data") as new:
+            (new / "a").write_text("new a")
+            if where == "writing":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(TostError, match=r"^cannot write .*data: No space left on device$"):
+        write()
+    assert _listing(tmp_path) == {"data/a": "old a"}  # the old folder in place, nothing else left

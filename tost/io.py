@@ -62,11 +62,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise TostError(f"cannot write {target}: {err.strerror or err}") from None
     try:
         yield tmp
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap(tmp, target)
     except TostError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TostError(str(err).replace(str(tmp), str(target))) from None
@@ -76,6 +72,24 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap(new: Path, target: Path) -> None:
+    """Put folder `new` where `target` is, undoing the first rename if the second fails.
+
+    Two renames, since a folder cannot replace a non-empty one; without the undo an error there
+    would leave `target` missing and the old folder under a hidden name.
+    """
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
