@@ -121,13 +121,20 @@ def fit(
     return trainer.fit(resume, on_epoch_end)
 
 
-def variant_trainer(variant: str, name: str = "train", **train: Any) -> Trainer:
-    """A CPU `Trainer` of `variant` on the tiny data and net (seed 0), GradInit cut to 2 iterations."""
+def variant_trainer(
+    variant: str, name: str = "train", *, tricks: dict | None = None, **train: Any
+) -> Trainer:
+    """A CPU `Trainer` of `variant` on the tiny data and net (seed 0), GradInit cut to 2 iterations.
+
+    `tricks` overrides keys of trick sections (`{"soft_act": {"start": 1.0}}`), `train` train keys.
+    """
     from tost.tricks import build_variant
 
     raw = repo_params()
     raw["train"].update(train)
     raw["tricks"]["lrsi"]["iters"] = 2
+    for section, values in (tricks or {}).items():
+        raw["tricks"][section].update(values)
     p = config.parse(raw)
     torch.manual_seed(0)
     net = tiny_net()
