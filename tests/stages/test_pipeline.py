@@ -138,6 +138,13 @@ def test_exp_run_and_the_views_a_researcher_reads(repo):
     `dvc plots diff` draw the three plots with every variant's data, and a second experiment of the
     seed takes its dense network from the run-cache."""
     _clean(repo)
+    try:
+        _views(repo)
+    finally:
+        _clean(repo)  # `exp run` leaves its params and outputs in the workspace
+
+
+def _views(repo: Path) -> None:
     # Seed 7 and sparsity 0.85: no other test of this module runs them, so DVC's run-cache has neither
     # the dense network nor the mask, whatever ran before.
     out = run(repo, "dvc", "exp", "run", "-n", "sp85", "-S", "seed=7", "-S", "prune.sparsity=0.85").stdout
@@ -187,7 +194,6 @@ def test_exp_run_and_the_views_a_researcher_reads(repo):
     again = run(repo, "dvc", "exp", "run", "-n", "seed7-sp70", "-S", "seed=7", "-S", "prune.sparsity=0.7")
     assert "Stage 'dense' is cached - skipping run" in again.stdout
     assert "Running stage 'dense'" not in again.stdout and "Running stage 'mask'" in again.stdout
-    _clean(repo)
 
 
 def test_dvc_deletes_a_failing_stages_outputs_and_dvc_checkout_brings_them_back(repo):
@@ -230,8 +236,15 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
 
 
 def test_table_reuses_experiments_and_queues_the_rest(repo):
+    _clean(repo)  # earlier `exp run`s left their params in the workspace
+    try:
+        _table_reuses_experiments_and_queues_the_rest(repo)
+    finally:
+        _clean(repo)  # `exp run` and the sweep leave the last experiment's outputs in the workspace
+
+
+def _table_reuses_experiments_and_queues_the_rest(repo: Path) -> None:
     # A cell the user already ran by hand, under their own name: the table must take it, not rerun it.
-    run(repo, "git", "checkout", "--", ".")  # earlier `exp run`s left their params in the workspace
     run(repo, "dvc", "exp", "run", "-n", "by-hand", "-S", "prune.method=snip", "-S", "seed=1")
     run(repo, "git", "checkout", "--", ".")  # `exp run` leaves its params in the workspace
     before = set(run(repo, "dvc", "exp", "ls", "--name-only").stdout.split())
