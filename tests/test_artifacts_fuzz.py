@@ -26,7 +26,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared
@@ -35,10 +35,10 @@ from tests.sparsity.test_methods_contract import make_ctx
 from tost import config, data, models
 from tost.datasets import fashion
 from tost.errors import TostError
-from tost.io import save_tensors
+from tost.io import load_tensors, save_tensors
 from tost.resume import ResumeDir
 from tost.runtime import Runtime
-from tost.sparsity.mask import Mask
+from tost.sparsity.mask import Mask, prunable
 from tost.sparsity.methods.file import read_mask
 from tost.train import Trainer, check_state
 
@@ -111,13 +111,20 @@ def _resume(path: Path) -> dict | None:
     return state
 
 
+def _mask(path: Path) -> tuple[Mask, dict]:
+    """What the train stage does with a mask file: load it, then check it against the model."""
+    mask, meta = Mask.load(path)
+    mask.check(prunable(tiny_net()), str(path))
+    return mask, meta
+
+
 def _read(kind: str, path: Path) -> Callable[[], Any]:
     model_cfg = config.parse(repo_params()).model
     cfg = dataclasses.replace(model_cfg, arch="resnet20", width=4)
     readers = {
         "train.pt": lambda: data.load_prepared(path.parent),
         "meta.json": lambda: data.load_prepared(path.parent),
-        "mask.pt": lambda: Mask.load(path),
+        "mask.pt": lambda: _mask(path),
         "init.pt": lambda: models.from_file(path, cfg, 4, (1, 8, 8)),
         "resume": lambda: _resume(path),
         "prune.path": lambda: read_mask(str(path), make_ctx(dense_epochs=0))[0],
@@ -132,6 +139,39 @@ def _fashion(root: Path) -> Any:
         return fashion.load(root, False)
 
 
+READ_AS_FOLDER = {"train.pt", "meta.json", "fashion"}  # their readers take the folder, and may name it
+
+
+def _pruned_state() -> dict[str, torch.Tensor]:
+    pruned = tiny_net()
+    random_mask(pruned, apply=True)
+    return pruned.state_dict()
+
+
+def _same_state(want: dict[str, torch.Tensor]) -> Callable[[Any], None]:
+    def check(net: Any) -> None:
+        got = net.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+    return check
+
+
+def _same_mask(want: dict[str, torch.Tensor]) -> Callable[[Any], None]:
+    def check(mask: Any) -> None:
+        assert mask.tensors.keys() == want.keys() and all(torch.equal(mask.tensors[k], want[k]) for k in want)
+
+    return check
+
+
+# The swaps a reader accepts, because the other file is valid for it too, and what it must then read.
+ACCEPTED_SWAPS: dict[tuple[str, str], Callable[[Any], None]] = {
+    ("init.pt", "prune.path"): lambda net: _same_state(_pruned_state())(net),  # a pruned checkpoint as init
+    ("prune.path", "mask.pt"): lambda mask: _same_mask(random_mask(tiny_net()).tensors)(mask),  # a tost mask
+    ("prune.path", "init.pt"): lambda mask: _same_mask(  # a dense checkpoint: every weight nonzero, kept
+        {k: v != 0 for k, v in tiny_net().state_dict().items() if k in mask.tensors}
+    )(mask),
+}
+
 DAMAGE = st.one_of(
     st.tuples(st.just("truncate"), st.floats(min_value=0.0, max_value=0.999)),
     st.tuples(
@@ -139,7 +179,20 @@ DAMAGE = st.one_of(
     ),
     st.tuples(st.just("swap"), st.sampled_from(KINDS)),
     st.tuples(st.just("pickle")),
+    st.tuples(st.just("retype"), st.sampled_from(["dtype", "shape"])),
 )
+RETYPABLE = {"train.pt", "mask.pt", "init.pt", "resume", "prune.path"}  # files of tensors
+
+
+def _retype(obj: Any, how: str) -> bool:
+    """Change the first tensor found in `obj` (a nested dict) to float64 or to one flat row."""
+    for key, value in obj.items():
+        if isinstance(value, torch.Tensor):
+            obj[key] = value.double() if how == "dtype" else value.reshape(-1)
+            return True
+        if isinstance(value, dict) and _retype(value, how):
+            return True
+    return False
 
 
 def _damage(target: Path, how: tuple, files: dict[str, Path]) -> None:
@@ -151,6 +204,10 @@ def _damage(target: Path, how: tuple, files: dict[str, Path]) -> None:
         target.write_bytes(raw[:at] + bytes([raw[at] ^ (1 << how[2])]) + raw[at + 1 :])
     elif how[0] == "swap":
         target.write_bytes(files[how[1]].read_bytes())
+    elif how[0] == "retype":  # written wrongly but intact: a valid checksum over the wrong content
+        obj = load_tensors(target)
+        assert _retype(obj, how[1])
+        save_tensors(target, obj) if target.suffix == ".pt" else torch.save(obj, target)
     else:
         torch.save({"format": "tost-init/1", "x": RunsCode()}, target)
 
@@ -159,6 +216,22 @@ def _damage(target: Path, how: tuple, files: dict[str, Path]) -> None:
 @settings(max_examples=max(settings().max_examples // 5, 10))  # 7 kinds: the CI profile's time in all
 @given(how=DAMAGE)
 def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(kind, how):
+    assume(how[0] != "retype" or kind in RETYPABLE)
+    _refused_or_read_as_valid(kind, how)
+
+
+@pytest.mark.parametrize(("kind", "other"), [(k, o) for k in KINDS for o in KINDS if o != k])
+def test_every_artifact_in_place_of_another_is_refused_or_read_exactly(kind, other):
+    _refused_or_read_as_valid(kind, ("swap", other))
+
+
+@pytest.mark.parametrize("how", ["dtype", "shape"])
+@pytest.mark.parametrize("kind", sorted(RETYPABLE))
+def test_a_wrong_dtype_or_shape_is_refused_or_read_as_valid(kind, how):
+    _refused_or_read_as_valid(kind, ("retype", how))
+
+
+def _refused_or_read_as_valid(kind: str, how: tuple) -> None:
     SIDE_EFFECT.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         files = _artifacts(Path(folder))
@@ -168,12 +241,14 @@ def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(ki
             out = _read(kind, target)()
         except TostError as err:
             message = str(err)
-            assert "\n" not in message and (str(target) in message or str(target.parent) in message), message
+            named = str(target.parent) if kind in READ_AS_FOLDER else str(target)
+            assert "\n" not in message and named in message, message
         else:
             if kind == "resume":
                 assert out is None or out["epoch"] == 0  # None: another run's (or unreadable): starting over
-            elif how[0] == "swap" and how[1] != kind:
-                pass  # another valid file of the project that this reader accepts (a checkpoint as init)
+            elif how[0] == "swap" and how[1] != kind:  # another valid file of the project, read as this kind
+                assert (kind, how[1]) in ACCEPTED_SWAPS, (kind, how[1])
+                ACCEPTED_SWAPS[kind, how[1]](out)
             elif kind == "mask.pt":  # checksummed (tost.io.digest): only the intact mask loads
                 mask, _ = out
                 want = random_mask(tiny_net()).tensors
