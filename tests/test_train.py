@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from tests.conftest import fit, tiny_prepared
+from tests.conftest import fit, tiny_prepared, variant_trainer
 from tests.conftest import random_mask as _mask
 from tests.conftest import tiny_net as _net
 from tost import config
 from tost import train as train_module
 from tost.config import TrainConfig
-from tost.errors import TrainingError
+from tost.errors import CheckpointError, TrainingError
 from tost.io import load_tensors
 from tost.loader import DeviceLoader, apply_crop_flip, draw_crop_flip
 from tost.resume import ResumeDir
@@ -239,3 +239,30 @@ def test_testing_only_when_validation_improves_reports_the_same_numbers(params, 
     improving = [r["epoch"] for i, r in enumerate(every.history)
                  if all(r["val_acc"] > q["val_acc"] for q in every.history[:i])]  # fmt: skip
     assert tested == sorted({*improving, 5}) and len(tested) < 5  # some epochs were not tested
+
+
+def _drop_epoch(state: dict) -> None:
+    del state["epoch"]
+
+
+def _flatten_a_weight(state: dict) -> None:
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name].reshape(-1)
+
+
+@pytest.mark.parametrize(("damage", "fragment"), [
+    (_drop_epoch, "a damaged resume file (missing or wrong: epoch); delete it"),
+    (_flatten_a_weight, "(RuntimeError: Error(s) in loading state_dict for CifarResNet: size mismatch for "),
+], ids=["part-missing", "wrong-shape"])  # fmt: skip
+def test_a_damaged_resume_file_of_this_run_stops_it_in_one_line(tmp_path, damage, fragment):
+    """Written by this very run (fingerprint and checksum intact) but wrong inside: resuming half-loaded
+    would be silent corruption, so the run stops and names the file (an unreadable one is ignored)."""
+    first = variant_trainer("baseline", epochs=2, batch_size=32)
+    state = first.state()
+    damage(state)
+    resume = ResumeDir(tmp_path, "run")
+    resume.save(first.name, state)
+    with pytest.raises(CheckpointError) as info:
+        variant_trainer("baseline", epochs=2, batch_size=32).fit(resume)
+    message = str(info.value)
+    assert message.startswith(f"{resume.path(first.name)}: ") and fragment in message and "\n" not in message

@@ -6,9 +6,16 @@ mismatched masks); anything else is a bug and keeps its traceback.
 
 
 def first_line(err: BaseException) -> str:
-    """`Type: first line of the message`: an error from elsewhere, shown in one of our one-line errors."""
-    text = str(err)
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+    """`Type: first line of the message`: an error from elsewhere, shown in one of our one-line errors.
+
+    A first line that only announces the reason (torch's `Error(s) in loading state_dict for X:`)
+    takes the next line with it, or the one line would say nothing.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    head = lines[0] if lines else ""
+    if head.endswith(":") and len(lines) > 1:
+        head = f"{head} {lines[1]}"
+    return f"{type(err).__name__}: {head}"
 
 
 class TostError(Exception):
