@@ -14,27 +14,33 @@ from tost.errors import ConfigError
 
 
 @pytest.fixture
-def stage_dir(tmp_path, monkeypatch):
+def fake_dvc() -> FakeDvc:
+    """Every `dvc` call but `exp show` (which answers: no experiments), recorded."""
+    return FakeDvc([{}])
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch, fake_dvc):
     """A directory with the repository's params.yaml and presets, and a DVC that has no experiments."""
     (tmp_path / "presets").mkdir()
     for f in (ROOT / "presets").glob("*.yaml"):
         (tmp_path / "presets" / f.name).write_text(f.read_text())
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
-    fake = FakeDvc([{}])
     monkeypatch.setattr(
-        dvc, "run_dvc", lambda args, env=None: "[]" if args[:2] == ["exp", "show"] else fake(args)
+        dvc, "run_dvc", lambda args, env=None: "[]" if args[:2] == ["exp", "show"] else fake_dvc(args)
     )
     return tmp_path
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(stage_dir, capsys):
+def test_dry_run_prints_the_plan_and_runs_nothing(stage_dir, fake_dvc, capsys):
     cli.main(["--dry-run", "--quick"])
     out = capsys.readouterr().out.splitlines()
     quick = yaml.safe_load((ROOT / "presets" / "quick.yaml").read_text())["report"]
     n = len(config.load(ROOT / "params.yaml").report.methods) * len(quick["seeds"]) * len(quick["sparsities"])
     assert len(out) == n and all(line.startswith("queue  dvc exp run --queue -n ") for line in out)
     assert not list(stage_dir.glob("metrics/*"))
+    assert fake_dvc.calls == []  # nothing queued, started or removed: only `exp show` was read
 
 
 @pytest.mark.parametrize(
