@@ -4,6 +4,7 @@ Python imports this module at start-up only in a test's subprocess whose PYTHONP
 (`tests.stages.conftest.kill_env`). With TOST_KILL_AFTER=NAME:NTH:FORWARDS the process kills itself
 with SIGKILL at the FORWARDS-th module forward after the NTH time a file named NAME was renamed into
 place, which is how tost writes every file: a kill in the middle of the next epoch, always the same one.
+FORWARDS=0 kills right after that write (between one output file and the next).
 """
 
 import os
@@ -22,6 +23,8 @@ if _spec:
         if os.path.basename(os.fspath(dst)) == _name:
             _state["writes"] += 1
             if _state["writes"] == int(_nth):
+                if int(_forwards) == 0:
+                    os.kill(os.getpid(), signal.SIGKILL)
                 _state["forwards"] = 0
 
     def _count_forward(_module_, _args, _output) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -48,6 +49,24 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(tmp_path, monkeyp
     b = load_tensors(work / "killed" / "ckpt.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on the CPU
     assert not resume.exists()
+
+    # Killed between its outputs (the checkpoint written, the metrics not): the last resume file (epoch 3;
+    # the last epoch is not saved, the outputs follow it) outlived the training, so nothing is lost.
+    late = kill_env("ckpt.pt", forwards=0)
+    proc = subprocess.run(train_cmd("late"), cwd=work, env=late, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (work / "late" / "ckpt.pt").exists() and not (work / "late" / "metrics.json").exists()
+    assert load_tensors(work / "late" / "resume" / "train-baseline.pt")["epoch"] == 3
+    out = subprocess.run(train_cmd("late"), cwd=work, env=env(), check=True, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert "resumed after epoch 3" in out.stdout
+    assert (work / "late" / "ckpt.pt").read_bytes() == (work / "full" / "ckpt.pt").read_bytes()
+    assert _untimed(work / "late" / "detail.json") == _untimed(work / "full" / "detail.json")
+    curves = [
+        pd.read_csv(work / run / "curve.csv").drop(columns=list(CURVE_TIMING)) for run in ("late", "full")
+    ]
+    pd.testing.assert_frame_equal(*curves, check_exact=True)
+    assert not (work / "late" / "resume").exists()
 
 
 def test_sigkill_mid_lottery_ticket_then_rerun_matches_uninterrupted(tmp_path, monkeypatch, raw_params):
@@ -153,6 +172,10 @@ def _train_args(run: str, resume: str) -> list[str]:
     return [*train_cmd(run)[3:-2], "--resume", resume]
 
 
+def _untimed(path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
+
+
 def _outputs(work, run: str) -> tuple[dict, dict]:
     detail = json.loads((work / run / "detail.json").read_text())
     untimed = {k: v for k, v in detail.items() if k not in TIMING}
@@ -160,6 +183,7 @@ def _outputs(work, run: str) -> tuple[dict, dict]:
 
 
 TIMING = {"train_seconds", "images_per_s", "wall_seconds", "checkpoint_seconds"}
+CURVE_TIMING = {"seconds", "images_per_s", "wall_seconds"}
 
 
 def _change_lr(work) -> None:
