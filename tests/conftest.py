@@ -47,6 +47,14 @@ def raw_params() -> dict:
     return repo_params()
 
 
+def one_error_line(code: int | str | None, err: str) -> str:
+    """What a user mistake must give: exit code 2 and a single `error:` line on stderr, no traceback."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
 def set_key(raw: dict, dotted: str, value: Any) -> None:
     """Set `a.b.c` in a nested params dict."""
     *path, last = dotted.split(".")

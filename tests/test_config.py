@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep.plan import flatten
+from tests.conftest import set_key
 from tests.test_params_fuzz import parsed, same
 from tost import config
 from tost.errors import ConfigError
@@ -26,14 +27,6 @@ def test_yaml_exponent_strings_are_numbers(raw_params):
 def test_paper_aliases_resolve_to_canonical_names(raw_params):
     raw_params["prune"]["method"] = "rp"
     assert config.parse(raw_params).prune.method == "random"
-
-
-def _set(raw: dict, dotted: str, value) -> None:
-    *path, last = dotted.split(".")
-    node = raw
-    for k in path:
-        node = node[k]
-    node[last] = value
 
 
 BAD = [
@@ -64,7 +57,7 @@ BAD = [
 
 @pytest.mark.parametrize(("key", "value", "named"), BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
 def test_bad_value_names_the_key(raw_params, key, value, named):
-    _set(raw_params, key, value)
+    set_key(raw_params, key, value)
     with pytest.raises(ConfigError) as err:
         config.parse(raw_params)
     msg = str(err.value)

@@ -32,7 +32,7 @@ from torch import nn
 
 from stages import train as train_stage
 from stages._common import run_stage
-from tests.conftest import repo_params
+from tests.conftest import one_error_line, repo_params
 from tost import config, data, distributed
 from tost.data import Prepared, Split
 from tost.datasets.split import prepare
@@ -228,10 +228,8 @@ def test_more_processes_than_gpus_is_one_line(tmp_path, monkeypatch, capsys, raw
     argv = _argv("baseline", tmp_path, tmp_path / "out")  # never read: the error comes first
     with pytest.raises(SystemExit) as exit_info:
         run_stage(lambda: train_stage.main(argv))
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: train.nproc=2 but only 1 CUDA GPU(s) are visible")
+    line = one_error_line(exit_info.value.code, capsys.readouterr().err)
+    assert line.startswith("error: train.nproc=2 but only 1 CUDA GPU(s) are visible")
     assert not (tmp_path / "out").exists()
 
 

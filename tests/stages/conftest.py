@@ -17,7 +17,7 @@ from stages import data as data_stage
 from stages import dense as dense_stage
 from stages import mask as mask_stage
 from stages._common import run_stage
-from tests.conftest import ROOT, set_key
+from tests.conftest import ROOT, one_error_line, set_key
 from tost import data
 
 
@@ -108,12 +108,8 @@ def edit_params(work: Path, changes: dict) -> None:
 
 
 def one_line(proc: subprocess.CompletedProcess) -> str:
-    """What a stage must do with a user mistake: exit 2 with a single `error:` line and no traceback."""
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    """The error line of a stage run as a subprocess (see `one_error_line`)."""
+    return one_error_line(proc.returncode, proc.stderr)
 
 
 @pytest.fixture
@@ -125,12 +121,7 @@ def stage_error(capsys):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
             run_stage(lambda: main(argv))
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 2, err
-        lines = err.strip().splitlines()
-        assert len(lines) == 1, err
-        assert lines[0].startswith("error: ")
-        return lines[0]
+        return one_error_line(exit_info.value.code, capsys.readouterr().err)
 
     yield run
     logging.root.handlers[:] = handlers  # run_stage's basicConfig replaced pytest's handlers
