@@ -29,7 +29,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared
+from tests.conftest import random_mask, repo_params, same_tensors, tiny_net, tiny_prepared
 from tests.datasets.test_fashion import _idx
 from tests.sparsity.test_methods_contract import make_ctx
 from tost import config, data, models
@@ -158,7 +158,7 @@ def _same_state(want: dict[str, torch.Tensor]) -> Callable[[Any], None]:
 
 def _same_mask(want: dict[str, torch.Tensor]) -> Callable[[Any], None]:
     def check(mask: Any) -> None:
-        assert mask.tensors.keys() == want.keys() and all(torch.equal(mask.tensors[k], want[k]) for k in want)
+        assert same_tensors(mask.tensors, want)
 
     return check
 
@@ -252,8 +252,7 @@ def _refused_or_read_as_valid(kind: str, how: tuple) -> None:
             elif kind == "mask.pt":  # checksummed (tost.io.digest): only the intact mask loads
                 mask, _ = out
                 want = random_mask(tiny_net()).tensors
-                assert set(mask.tensors) == set(want)
-                assert all(torch.equal(mask.tensors[n], want[n]) for n in want)
+                assert same_tensors(mask.tensors, want)
             elif kind == "init.pt":
                 want = tiny_net().state_dict()
                 assert all(torch.equal(out.state_dict()[n], want[n]) for n in want)

@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 from torch.func import functional_call
 
-from tests.conftest import repo_params
+from tests.conftest import repo_params, same_tensors
 from tests.sparsity.test_methods_contract import find, make_ctx
 from tost import config, data
 from tost.datasets.split import prepare
@@ -73,7 +73,7 @@ def test_taylor_scores_the_trained_network_and_is_snip_without_dense_training():
 
 
 def _same_mask(a, b) -> bool:
-    return all(torch.equal(a.tensors[n], b.tensors[n]) for n in a.tensors)
+    return same_tensors(a.tensors, b.tensors)
 
 
 def test_gmp_cubic_schedule():
@@ -249,7 +249,7 @@ def test_file_round_trips_every_accepted_format(tmp_path):
     torch.save({"format": "tost-checkpoint/1", "state_dict": state}, tmp_path / "ckpt.pt")
     for f in ("tost.pt", "plain.pt", "upstream.pt", "sd.pt", "pruned.pth.tar", "ckpt.pt"):
         got = _import(ctx, tmp_path / f)
-        assert all(torch.equal(got.mask.tensors[n], mask.tensors[n]) for n in mask.tensors), f
+        assert same_tensors(got.mask.tensors, mask.tensors), f
     assert got.info["source_kind"] == "checkpoint"
 
 

@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 
-from tests.conftest import params, tiny_net, tiny_prepared
+from tests.conftest import params, same_tensors, tiny_net, tiny_prepared
 from tost import config, dense
 from tost.prune import context
 from tost.runtime import Runtime
@@ -96,7 +96,7 @@ def test_exact_sparsity_valid_mask_and_init_untouched(name, scope):
 
 
 def _same(a, b) -> bool:
-    return all(torch.equal(a.tensors[n], b.tensors[n]) for n in a.tensors)
+    return same_tensors(a.tensors, b.tensors)
 
 
 @pytest.mark.parametrize("name", NAMES)

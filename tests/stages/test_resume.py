@@ -16,6 +16,7 @@ import torch
 from stages import dense as dense_stage
 from stages import mask as mask_stage
 from stages import train as train_stage
+from tests.conftest import same_tensors
 from tests.sparsity.test_methods_contract import make_ctx
 from tests.stages.conftest import edit_params, env, kill_env, mask_args, train_cmd, workdir
 from tost import data
@@ -146,7 +147,7 @@ def test_mask_methods_that_train_resume_to_the_uninterrupted_result(tmp_path, me
     # lt: 3 rounds of 3 epochs, the first the dense stage's unless it must take a rewind snapshot
     total = 3 if method == "gmp" else (6 if options.rewind_epoch == 0 else 9)
     assert len(epochs) == total - (crash_at - 1)  # neither finished epochs nor finished rounds rerun
-    assert all(torch.equal(again.mask.tensors[n], full.mask.tensors[n]) for n in full.mask.tensors)
+    assert same_tensors(again.mask.tensors, full.mask.tensors)
     assert again.info == full.info
     if full.rewind is not None:
         assert all(torch.equal(again.rewind[k], v) for k, v in full.rewind.items())
