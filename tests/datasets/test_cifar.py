@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from torchvision.datasets import CIFAR10, CIFAR100
 
 import tost.datasets.cifar as cifar
+from tests.conftest import offline
 from tests.datasets.test_split import prep
 from tost.errors import DataError
 
@@ -61,9 +61,6 @@ def test_cifar_reads_the_real_format_pixel_exact(tmp_path, monkeypatch, cls, loa
 
 
 def test_cifar_missing_without_network_names_file_and_place(tmp_path, monkeypatch):
-    def offline(*_a, **_k):
-        raise urllib.error.URLError("no network")
-
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
     with pytest.raises(DataError) as err:
         cifar.load_cifar10(tmp_path, True)

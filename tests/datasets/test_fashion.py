@@ -5,13 +5,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import offline
 from tests.datasets.test_split import prep
 from tost.datasets import fashion
 from tost.errors import DataError
@@ -105,9 +105,6 @@ def test_a_missing_file_says_how_to_get_it(fake):
 def test_a_missing_file_without_network_says_how_to_get_it(fake, monkeypatch):
     root, _ = fake
     (root / "t10k-images-idx3-ubyte.gz").unlink()
-
-    def offline(*_a, **_k):
-        raise urllib.error.URLError("no network")
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
     with pytest.raises(DataError) as err:

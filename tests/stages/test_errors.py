@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import tost.io
 from stages import data as data_stage
 from stages import mask as mask_stage
 from stages import train as train_stage
-from tests.conftest import repo_params
+from tests.conftest import offline, repo_params
 from tests.stages.conftest import edit_params, env, mask_args, one_line, train_cmd, workdir
 from tost.errors import TostError
 from tost.models import build
@@ -118,9 +117,6 @@ def test_dataset_missing_without_network_isone_line(tmp_path, monkeypatch, raw_p
     raw_params["data"].update(name="cifar10", root=str(tmp_path / "raw"), download=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     monkeypatch.chdir(tmp_path)
-
-    def offline(*_a, **_k):
-        raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
     line = stage_error(
