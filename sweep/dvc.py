@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Dvc = Callable[[Sequence[str]], str]  # runs `dvc <args>`, returns stdout, raises TostError on failure
 STATUSES = ("Queued", "Running", "Success", "Failed")
+MAX_RESTARTS = 3  # of the queue workers within one wait, before the sweep gives up
 DVC = (sys.executable, "-m", "dvc")  # the dvc of this environment, whatever PATH holds
 
 
@@ -116,14 +118,26 @@ def exp_show_rows(dvc: Dvc, args: Sequence[str] = ()) -> list[Experiment]:
     return parse_exp_show(dvc(["exp", "show", "--json", "--no-fetch", *args]), baselines=True)
 
 
-def queue_status(dvc: Dvc) -> dict[str, str]:
-    """Experiment name -> Queued / Running / Success / Failed, from `dvc queue status`'s table."""
+def queue_state(dvc: Dvc) -> tuple[dict[str, str], int | None]:
+    """Experiment name -> Queued / Running / Success / Failed, and the workers up (active + idle).
+
+    Both from `dvc queue status`; the worker count is None when DVC did not print it.
+    """
     out: dict[str, str] = {}
+    workers = None
     for line in dvc(["queue", "status"]).splitlines():
         words = line.split()
         if len(words) >= 3 and words[-1] in STATUSES:
             out[words[1]] = words[-1]  # Task Name Created(…) Status; unnamed tasks are never ours
-    return out
+        found = re.match(r"Worker status: (\d+) active, (\d+) idle", line.strip())
+        if found:
+            workers = int(found[1]) + int(found[2])
+    return out, workers
+
+
+def queue_status(dvc: Dvc) -> dict[str, str]:
+    """Experiment name -> Queued / Running / Success / Failed, from `dvc queue status`'s table."""
+    return queue_state(dvc)[0]
 
 
 def enqueue(dvc: Dvc, runs: Mapping[str, Sequence[str]], existing: set[str]) -> list[str]:
@@ -148,14 +162,25 @@ def enqueue(dvc: Dvc, runs: Mapping[str, Sequence[str]], existing: set[str]) -> 
 
 
 def wait(
-    dvc: Dvc, names: Sequence[str], poll_s: float = 10.0, sleep: Callable[[float], None] = time.sleep
+    dvc: Dvc,
+    names: Sequence[str],
+    poll_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+    restart: Callable[[], None] | None = None,
 ) -> dict[str, str]:
-    """Poll the queue until none of `names` is queued or running; print progress; final statuses."""
+    """Poll the queue until none of `names` is queued or running; print progress; final statuses.
+
+    With `restart`, experiments left waiting with no worker up (seen on two polls in a row, so that
+    workers still starting are not mistaken for none) get the workers started again: a worker that
+    exits early would otherwise leave the sweep waiting forever. DVC's workers do exit after their
+    task when an earlier `dvc queue stop` left its shutdown message behind.
+    """
     start = time.monotonic()
     last = ""
     unlisted: set[str] = set()
+    idle_polls = restarts = 0
     while True:
-        status = queue_status(dvc)
+        status, workers = queue_state(dvc)
         mine = {}
         for name in names:
             if name in status:
@@ -174,4 +199,15 @@ def wait(
             last = line
         if counts["Queued"] + counts["Running"] == 0:
             return mine
+        idle_polls = idle_polls + 1 if counts["Queued"] and not counts["Running"] and workers == 0 else 0
+        if restart is not None and idle_polls == 2:
+            if restarts == MAX_RESTARTS:
+                raise TostError(
+                    f"table: {counts['Queued']} experiment(s) queued but DVC's queue workers keep exiting "
+                    f"({restarts} restarts); see .dvc/tmp/exps/celery/*.out, then rerun"
+                )
+            log.warning("table: no DVC queue worker is up and %d experiment(s) wait; starting workers again",
+                        counts["Queued"])  # fmt: skip
+            restart()
+            restarts, idle_polls = restarts + 1, 0
         sleep(poll_s)

@@ -81,7 +81,8 @@ class LocalQueue:
         pending = dvc.enqueue(self.run_dvc, {o.name: list(o.set_args) for o in orders}, existing)
         env = worker_env(self.jobs, self.per_gpu)
         self.start(self.jobs, env=env)
-        final = dvc.wait(lambda a: self.run_dvc(a, env=env), pending, self.poll, self.sleep)
+        restart = lambda: self.start(self.jobs, env=env)  # noqa: E731
+        final = dvc.wait(lambda a: self.run_dvc(a, env=env), pending, self.poll, self.sleep, restart)
         return [self._failure(name) for name, state in final.items() if state == "Failed"]
 
     def _failure(self, name: str) -> Failure:

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sweep import dvc
+from tost.errors import TostError
 
 
 class FakeDvc:
     """Records `dvc` calls and answers `queue status` from a script of successive tables."""
 
-    def __init__(self, statuses: list[dict[str, str]]):
+    def __init__(self, statuses: list[dict[str, str]], workers: list[int] | None = None):
         self.calls: list[list[str]] = []
         self.statuses = statuses
+        self.workers = workers or [1]  # per `queue status`, the last one repeated
 
     def __call__(self, args):
         self.calls.append(list(args))
         if list(args[:2]) == ["queue", "status"]:
             now = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            up = self.workers.pop(0) if len(self.workers) > 1 else self.workers[0]
             rows = [f"{i:07x}  {n}  04:01 PM   {s}" for i, (n, s) in enumerate(now.items())]
             return (
                 "Task     Name    Created    Status\n"
                 + "\n".join(rows)
-                + "\n\nWorker status: 1 active, 0 idle\n"
+                + f"\n\nWorker status: {up} active, 0 idle\n"
             )
         return ""
 
@@ -55,6 +60,30 @@ def test_wait_takes_a_task_missing_from_the_queue_twice_as_finished():
     assert dvc.wait(fake, ["a"], poll_s=1, sleep=lambda _: None) == {"a": "Success"}
     # running, missing once (not yet finished), running again, then missing twice in a row: finished
     assert len([c for c in fake.calls if c[:2] == ["queue", "status"]]) == 5
+
+
+def test_waiting_experiments_with_no_worker_up_get_workers_again(caplog):
+    # a worker that exited early: queued work and no worker, twice in a row -> one restart
+    fake = FakeDvc(
+        [{"a": "Success", "b": "Queued"}, {"a": "Success", "b": "Queued"}, {"a": "Success", "b": "Queued"},
+         {"a": "Success", "b": "Running"}, {"a": "Success", "b": "Success"}],
+        workers=[0, 0, 0, 1, 1],
+    )  # fmt: skip
+    restarts = []
+    final = dvc.wait(fake, ["a", "b"], poll_s=1, sleep=lambda _: None, restart=lambda: restarts.append(1))
+    assert final == {"a": "Success", "b": "Success"} and restarts == [1]
+    assert "no DVC queue worker is up and 1 experiment(s) wait; starting workers again" in caplog.text
+
+
+def test_workers_still_starting_are_not_restarted_and_endless_exits_are_one_error():
+    starting = FakeDvc([{"a": "Queued"}, {"a": "Running"}, {"a": "Success"}], workers=[0, 1])
+    restarts = []
+    dvc.wait(starting, ["a"], poll_s=1, sleep=lambda _: None, restart=lambda: restarts.append(1))
+    assert restarts == []  # no worker on one poll only: they were still starting
+    gone = FakeDvc([{"a": "Queued"}], workers=[0])
+    with pytest.raises(TostError, match=r"^table: 1 experiment\(s\) queued but DVC's queue workers keep"):
+        dvc.wait(gone, ["a"], poll_s=1, sleep=lambda _: None, restart=lambda: restarts.append(1))
+    assert len(restarts) == dvc.MAX_RESTARTS
 
 
 def test_old_commits_are_opt_in():
