@@ -55,6 +55,7 @@ RELATIVE = {
     "meta.json": "data/meta.json",
     "mask.pt": "mask.pt",
     "init.pt": "init.pt",
+    "trained.pt": "dense/trained.pt",
     "resume": "resume/train.pt",
     "prune.path": "pruned.pth.tar",
     "fashion": "fashion/train-labels-idx1-ubyte.gz",
@@ -75,6 +76,11 @@ def _trainer() -> Trainer:
     return Trainer(net, random_mask(net), tiny_prepared(n=40), p.data, cfg, [], Runtime.cpu(), 0)
 
 
+def _trained_state() -> dict[str, torch.Tensor]:
+    """What the dense stage's trained.pt stands for here: weights other than the init's."""
+    return tiny_net(seed=1).state_dict()
+
+
 @functools.cache
 def _originals() -> dict[str, bytes]:
     """Every artifact's bytes, made for real once (the data stage's, the mask stage's, ...)."""
@@ -85,6 +91,16 @@ def _originals() -> dict[str, bytes]:
         random_mask(net).save(folder / "mask.pt")
         save_tensors(
             folder / "init.pt", {"format": "tost-init/1", "arch": "resnet20", "state_dict": net.state_dict()}
+        )
+        (folder / "dense").mkdir()
+        save_tensors(
+            folder / "dense" / "trained.pt",
+            {
+                "format": "tost-checkpoint/1",
+                "arch": "resnet20",
+                "variant": "dense",
+                "state_dict": _trained_state(),
+            },
         )
         ResumeDir(folder / "resume", "run").save("train", _trainer().state())
         pruned = tiny_net()
@@ -126,6 +142,7 @@ def _read(kind: str, path: Path) -> Callable[[], Any]:
         "meta.json": lambda: data.load_prepared(path.parent),
         "mask.pt": lambda: _mask(path),
         "init.pt": lambda: models.from_file(path, cfg, 4, (1, 8, 8)),
+        "trained.pt": lambda: models.from_file(path, cfg, 4, (1, 8, 8)),
         "resume": lambda: _resume(path),
         "prune.path": lambda: read_mask(str(path), make_ctx(dense_epochs=0))[0],
         "fashion": lambda: _fashion(path.parent),
@@ -166,11 +183,19 @@ def _same_mask(want: dict[str, torch.Tensor]) -> Callable[[Any], None]:
 # The swaps a reader accepts, because the other file is valid for it too, and what it must then read.
 ACCEPTED_SWAPS: dict[tuple[str, str], Callable[[Any], None]] = {
     ("init.pt", "prune.path"): lambda net: _same_state(_pruned_state())(net),  # a pruned checkpoint as init
+    ("init.pt", "trained.pt"): lambda net: _same_state(_trained_state())(net),  # any checkpoint of the model
+    ("trained.pt", "init.pt"): lambda net: _same_state(tiny_net().state_dict())(net),
+    ("trained.pt", "prune.path"): lambda net: _same_state(_pruned_state())(net),
     ("prune.path", "mask.pt"): lambda mask: _same_mask(random_mask(tiny_net()).tensors)(mask),  # a tost mask
-    ("prune.path", "init.pt"): lambda mask: _same_mask(  # a dense checkpoint: every weight nonzero, kept
-        {k: v != 0 for k, v in tiny_net().state_dict().items() if k in mask.tensors}
-    )(mask),
+    ("prune.path", "init.pt"): lambda mask: _same_mask(_nonzero(tiny_net().state_dict()))(mask),
+    ("prune.path", "trained.pt"): lambda mask: _same_mask(_nonzero(_trained_state()))(mask),
 }
+
+
+def _nonzero(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mask a checkpoint given as `prune.path` stands for: its nonzero prunable weights."""
+    return {k: state[k] != 0 for k in prunable(tiny_net())}
+
 
 DAMAGE = st.one_of(
     st.tuples(st.just("truncate"), st.floats(min_value=0.0, max_value=0.999)),
@@ -181,7 +206,7 @@ DAMAGE = st.one_of(
     st.tuples(st.just("pickle")),
     st.tuples(st.just("retype"), st.sampled_from(["dtype", "shape"])),
 )
-RETYPABLE = {"train.pt", "mask.pt", "init.pt", "resume", "prune.path"}  # files of tensors
+RETYPABLE = {"train.pt", "mask.pt", "init.pt", "trained.pt", "resume", "prune.path"}  # files of tensors
 
 
 def _retype(obj: Any, how: str) -> bool:
@@ -213,7 +238,7 @@ def _damage(target: Path, how: tuple, files: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=max(settings().max_examples // 5, 10))  # 7 kinds: the CI profile's time in all
+@settings(max_examples=max(settings().max_examples // 5, 10))  # 8 kinds: about the CI profile's time in all
 @given(how=DAMAGE)
 def test_a_damaged_artifact_is_refused_in_one_line_naming_it_or_read_as_valid(kind, how):
     assume(how[0] != "retype" or kind in RETYPABLE)
@@ -253,9 +278,9 @@ def _refused_or_read_as_valid(kind: str, how: tuple) -> None:
                 mask, _ = out
                 want = random_mask(tiny_net()).tensors
                 assert same_tensors(mask.tensors, want)
-            elif kind == "init.pt":
-                want = tiny_net().state_dict()
-                assert all(torch.equal(out.state_dict()[n], want[n]) for n in want)
+            elif kind in ("init.pt", "trained.pt"):  # checksummed: only the intact weights load
+                want = tiny_net().state_dict() if kind == "init.pt" else _trained_state()
+                assert same_tensors(out.state_dict(), want)
             elif kind == "fashion":  # checksummed: only intact numbers load (a gzip header bit may differ)
                 assert out.train_y.tolist() == FASHION["train-labels-idx1-ubyte.gz"].tolist()
             elif kind == "prune.path":  # weights != 0: any readable checkpoint of this model is a mask
