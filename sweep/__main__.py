@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     variants, report = list(params.tricks.run), params.report
     if "baseline" not in variants:
         raise ConfigError("params.yaml: tricks.run: the table compares every variant with baseline; add it")
-    jobs = args.jobs or report.jobs
+    jobs = report.jobs if args.jobs is None else args.jobs  # an explicit --jobs 0 is refused, not ignored
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     stem = args.out or "metrics/table" + "".join(f"-{Path(n).stem}" for n in presets)

@@ -10,7 +10,7 @@ from sweep import dvc
 from tests.conftest import ROOT
 from tests.sweep.test_dvc import FakeDvc
 from tost import config
-from tost.errors import ConfigError
+from tost.errors import ConfigError, TostError
 
 
 @pytest.fixture
@@ -88,3 +88,15 @@ def test_a_bad_preset_queues_nothing(stage_dir, monkeypatch, preset, message):
         cli.main(["--preset", "bad.yaml"])
     assert message in str(err.value) and "\n" not in str(err.value)
     assert calls == []
+
+
+def test_jobs_zero_is_refused_not_replaced_by_report_jobs(stage_dir, fake_dvc):
+    with pytest.raises(ConfigError, match=r"^--jobs must be >= 1, got 0$"):
+        cli.main(["--quick", "--jobs", "0"])
+    assert fake_dvc.calls == []
+
+
+def test_no_run_with_nothing_finished_is_one_error_and_queues_nothing(stage_dir, fake_dvc):
+    with pytest.raises(TostError, match="no finished experiment answers any cell of the table; run without"):
+        cli.main(["--quick", "--no-run"])
+    assert fake_dvc.calls == []  # nothing queued or started
