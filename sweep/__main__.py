@@ -125,8 +125,8 @@ def write_table(
     log.info("table: wrote %s", ", ".join(written))
     if absent := [c.name for c in cells if c.name not in found]:
         raise TostError(
-            f"{len(absent)} of {len(cells)} experiments did not finish (first: {absent[0]}); their cells "
-            "show as missing. The failures are listed above; fix, and rerun: finished ones are reused"
+            f"{len(absent)} of {len(cells)} experiments are missing (first: {absent[0]}): failed (listed "
+            "above) or not run (--no-run); their cells show as missing. Rerun: finished ones are reused"
         )
 
 

@@ -127,7 +127,7 @@ def test_a_cancelled_job_is_reported_and_a_rerun_submits_only_it(repo, cluster):
     line = next(line for line in out.splitlines() if "experiment random-sp0.9-seed2-" in line)
     assert f"SLURM job {job} CANCELLED" in line and "/logs/" in line, line
     assert line.rstrip().endswith("***") and "CANCELLED AT" in line  # the log's last line: SLURM's own
-    assert err.strip().count("\n") == 0 and "1 of 2 experiments did not finish" in err
+    assert err.strip().count("\n") == 0 and "1 of 2 experiments are missing" in err
     dry = sweep(repo, cluster, "--executor", "slurm", "--preset", name, "--dry-run").stdout.splitlines()
     reused = [line for line in dry if line.startswith("reuse ")]
     queued = [line for line in dry if line.startswith("queue ")]
