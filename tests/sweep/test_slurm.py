@@ -114,6 +114,10 @@ def test_slurm_experiments_equal_local_ones_bit_for_bit(repo, cluster, tmp_path)
 
 
 def test_a_cancelled_job_is_reported_and_a_rerun_submits_only_it(repo, cluster):
+    # seed 0 finished (by the first test of the module, or here when this test runs alone): reused below
+    first = sweep(repo, cluster, "--executor", "slurm", "--preset",
+                  preset(repo, "seed0", {"report": {"methods": ["random"], "seeds": [0]}}))  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
     name = preset(repo, "seed2", {"report": {"methods": ["random"], "seeds": [0, 2]}})
     proc = subprocess.Popen(
         [*SWEEP, "--poll", "0.5", "--executor", "slurm", "--preset", name],
