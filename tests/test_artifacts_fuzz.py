@@ -103,9 +103,7 @@ def _originals() -> dict[str, bytes]:
             },
         )
         ResumeDir(folder / "resume", "run").save("train", _trainer().state())
-        pruned = tiny_net()
-        random_mask(pruned, apply=True)  # zeroes the pruned weights: the original's pruned.pth.tar
-        torch.save({"state_dict": pruned.state_dict()}, folder / "pruned.pth.tar")
+        torch.save({"state_dict": _pruned_state()}, folder / "pruned.pth.tar")  # the original's format
         (folder / "fashion").mkdir()
         for name, array in FASHION.items():
             (folder / "fashion" / name).write_bytes(gzip.compress(_idx(array), mtime=0))
@@ -160,6 +158,7 @@ READ_AS_FOLDER = {"train.pt", "meta.json", "fashion"}  # their readers take the 
 
 
 def _pruned_state() -> dict[str, torch.Tensor]:
+    """A pruned checkpoint's weights: the pruned ones zeroed, as in the original's pruned.pth.tar."""
     pruned = tiny_net()
     random_mask(pruned, apply=True)
     return pruned.state_dict()
