@@ -68,7 +68,7 @@ budget: venv
 	for e in 30 10; do \
 		$(BIN)/python -m sweep $(addprefix --preset ,$(BUDGET)) --preset budget-$$e --all-commits $(TABLE_ARGS) \
 		|| exit 1; done
-	$(BIN)/python -m sweep.compare --out metrics/budget-study --title "Budget study: test accuracy" --unpaired \
+	$(BIN)/python -m sweep.compare --out metrics/budget-study --title "Budget study: test accuracy" --unpaired --plot cells \
 		"3k-w8-10ep=$(call STUDY_CSV)" "12k-w16-10ep=$(call BUDGET_CSV,10)" "12k-w16-30ep=$(call BUDGET_CSV,30)"
 
 ## make fashion: install Fashion-MNIST (Debian's dataset-fashion-mnist, 31 MB) when it is missing,

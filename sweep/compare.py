@@ -185,6 +185,64 @@ def bar_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str) 
     plt.close(fig)
 
 
+def cell_series(df: pd.DataFrame, settings: Sequence[str]) -> dict[tuple[str, float], pd.DataFrame]:
+    """Per cell: one row per trick, each setting's gain and its spread, in the settings' order.
+
+    The budget study asks how each trick's gain moves with the budget, cell by cell; averaging RP and
+    SNIP first would hide a trick that flips in one of them. A setting that did not train a trick, or
+    a table without spreads, is NaN there (no point, no bar).
+    """
+    out = {}
+    tricks = [v for v in dict.fromkeys(df.variant) if v != "baseline"]
+    for (method, sparsity), cell in df[df.variant != "baseline"].groupby(["method", "sparsity"], sort=False):
+        by = cell.set_index(["variant", "setting"])
+        rows = {
+            v: {
+                **{(s, "gain"): by.gain.get((v, s), np.nan) for s in settings},
+                **{(s, "std"): by.gain_std.get((v, s), np.nan) for s in settings},
+            }
+            for v in tricks
+        }
+        out[(method, sparsity)] = pd.DataFrame.from_dict(rows, orient="index")
+    return out
+
+
+def cell_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str) -> None:
+    """One panel per cell: each trick's gain ± the std of its paired gains against the settings, in order.
+
+    Lines join the settings because this plot is for ordered settings (budgets); hollow markers are
+    evaluated with more weights than `baseline`.
+    """
+    series = cell_series(df, settings)
+    larger = summary(df).larger
+    size = (3.6 * len(series) + 1.2, 3.4)
+    fig, axes = plt.subplots(1, len(series), figsize=size, sharey=True, squeeze=False)
+    x = np.arange(len(settings))
+    for ax, ((method, sparsity), frame) in zip(axes[0], series.items(), strict=True):
+        for i, (variant, r) in enumerate(frame.iterrows()):
+            gains = np.array([r[(s, "gain")] for s in settings], dtype=float)
+            spread = np.array([r[(s, "std")] for s in settings], dtype=float)
+            hollow = [bool(larger.get((s, variant), False)) for s in settings]
+            shift = (i - (len(frame) - 1) / 2) * 0.08  # side by side, so the bars do not overlap
+            bars = np.nan_to_num(spread)
+            line = ax.errorbar(x + shift, gains, yerr=bars, marker="o", capsize=3, label=variant)
+            for xi, g, h in zip(x + shift, gains, hollow, strict=True):
+                if h and np.isfinite(g):
+                    ax.plot(xi, g, "o", mfc="white", mec=line[0].get_color())
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, settings, rotation=15)
+        ax.set_title(f"{LABELS.get(method, method)} {sparsity:g}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("gain over baseline (points)")
+    axes[0][-1].legend(fontsize=8)
+    note = "mean ± std of the paired gains over seeds; hollow: evaluated with more weights"
+    fig.suptitle(f"{title}\n{note}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def parse_setting(text: str) -> tuple[str, Path]:
     """One positional argument, NAME=path/to/table.csv: the name heads its column."""
     name, sep, path = text.partition("=")
@@ -203,6 +261,11 @@ def main(argv: list[str] | None = None) -> None:
         "--unpaired", action="store_true",
         help="settings differ in model or data, so a seed's mask and init differ: no seed-by-seed comparison",
     )  # fmt: skip
+    ap.add_argument(
+        "--plot", choices=["means", "cells"], default="means",
+        help="means: one bar per setting of each trick's mean gain; cells: one panel per cell, each "
+        "trick's gain ± its spread against the settings in order (for ordered settings such as budgets)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     settings = dict(args.settings)
     try:
@@ -210,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"sweep.compare: {e}\n")
     write_text(Path(f"{args.out}.md"), to_markdown(df, list(settings), args.title, not args.unpaired))
-    bar_plot(df, list(settings), Path(f"{args.out}.png"), args.title)
+    plot = cell_plot if args.plot == "cells" else bar_plot
+    plot(df, list(settings), Path(f"{args.out}.png"), args.title)
     print(f"sweep.compare: wrote {args.out}.md, {args.out}.png")
 
 

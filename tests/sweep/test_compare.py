@@ -125,3 +125,25 @@ def test_a_variant_one_setting_did_not_train_is_a_dash_and_gains_show_their_spre
     assert "| ghost_skip | -4.00 / -1.00~ → **-2.50** | -1.00 ± 0.25 / +0.00~ ± 0.25 → **-0.50** |" in md
     assert "Against `3k`" not in md  # --unpaired: a seed's mask differs between the settings
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_cells_plot_each_tricks_gain_and_spread_per_cell_in_the_settings_order(tmp_path):
+    # the budget study's plot: a trick that flips in one cell must not be averaged away
+    a = table(tmp_path / "a.csv", {"ghost_skip": (-4.0, -1.0), "lrsi": (0.5, 0.5)})
+    b = pd.read_csv(table(tmp_path / "b.csv", {"ghost_skip": (-1.0, 2.0)})).assign(gain_std=0.25)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    df = compare.load({"small": a, "large": tmp_path / "b.csv"})
+    series = compare.cell_series(df, ["small", "large"])
+    assert list(series) == [("random", 0.95), ("snip", 0.95)]
+    snip = series[("snip", 0.95)]
+    assert list(snip.index) == ["ghost_skip", "lrsi"]
+    assert snip.loc["ghost_skip", ("small", "gain")] == -1.0
+    assert snip.loc["ghost_skip", ("large", "gain")] == 2.0
+    assert snip.loc["ghost_skip", ("large", "std")] == 0.25
+    assert pd.isna(snip.loc["ghost_skip", ("small", "std")])  # the small table has no spreads
+    assert pd.isna(snip.loc["lrsi", ("large", "gain")])  # not trained at the large budget
+    out = str(tmp_path / "c")
+    compare.main([f"small={a}", f"large={tmp_path / 'b.csv'}", "--out", out, "--plot", "cells"])
+    img = plt.imread(tmp_path / "c.png")[..., :3]
+    assert _pixels(img, (0.12, 0.47, 0.71)) > 100 and _pixels(img, (1.0, 0.50, 0.05)) > 100  # both tricks
+    assert img.shape[1] > 800  # two panels side by side
