@@ -161,6 +161,28 @@ def variant_trainer(
     return Trainer(net, random_mask(net), tiny_prepared(), p.data, p.train, tricks, Runtime.cpu(), 0, name)
 
 
+class Imitation:
+    """CUDA graphs' contract on the CPU: capture only records; replay runs what was recorded."""
+
+    def __init__(self) -> None:
+        self.captures = 0
+
+    def warm(self, fn):
+        return fn()
+
+    def capture(self, fn):
+        self.captures += 1
+        return fn, None
+
+
+@pytest.fixture
+def float64():
+    """Tensors made in the test default to float64; float32 again after it."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow modules (a DVC repo copy, a SLURM cluster) first: with one test process per core they
     then start at once, and the many short tests fill in around them instead of waiting behind."""

@@ -30,8 +30,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import random_mask, repo_params, same_tensors, tiny_net, tiny_prepared
-from tests.datasets.test_fashion import _idx
-from tests.sparsity.test_methods_contract import make_ctx
+from tests.datasets.files import idx
+from tests.sparsity.contexts import make_ctx
 from tost import config, data, models
 from tost.datasets import fashion
 from tost.errors import TostError
@@ -106,7 +106,7 @@ def _originals() -> dict[str, bytes]:
         torch.save({"state_dict": _pruned_state()}, folder / "pruned.pth.tar")  # the original's format
         (folder / "fashion").mkdir()
         for name, array in FASHION.items():
-            (folder / "fashion" / name).write_bytes(gzip.compress(_idx(array), mtime=0))
+            (folder / "fashion" / name).write_bytes(gzip.compress(idx(array), mtime=0))
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
@@ -149,7 +149,7 @@ def _read(kind: str, path: Path) -> Callable[[], Any]:
 
 
 def _fashion(root: Path) -> Any:
-    md5 = {name: hashlib.md5(_idx(array)).hexdigest() for name, array in FASHION.items()}
+    md5 = {name: hashlib.md5(idx(array)).hexdigest() for name, array in FASHION.items()}
     with mock.patch.object(fashion, "IDX_MD5", md5), mock.patch.object(fashion, "DEBIAN", root / "none"):
         return fashion.load(root, False)
 

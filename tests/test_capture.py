@@ -22,8 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from stages._common import set_cudnn_benchmark
-from tests.conftest import random_mask, repo_params, tiny_net, tiny_prepared, variant_trainer
-from tests.test_step import Imitation, float64  # noqa: F401 - a fixture
+from tests.conftest import Imitation, random_mask, repo_params, tiny_net, tiny_prepared, variant_trainer
 from tost import config
 from tost.resume import ResumeDir
 from tost.runtime import Runtime

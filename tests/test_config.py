@@ -6,7 +6,7 @@ import pytest
 
 from sweep.plan import flatten
 from tests.conftest import set_key
-from tests.test_params_fuzz import parsed, same
+from tests.params_helpers import parsed, same
 from tost import config
 from tost.errors import ConfigError
 

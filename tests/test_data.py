@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.datasets.test_split import prep
+from tests.datasets.files import prep
 from tost import data
 from tost.errors import DataError
 

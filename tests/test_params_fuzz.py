@@ -28,9 +28,9 @@ from stages import check as check_stage
 from stages._common import run_stage
 from sweep import plan
 from tests.conftest import ROOT, one_error_line, repo_params, set_key
+from tests.params_helpers import parsed, same
 from tost import config
 from tost.errors import ConfigError
-from tost.sparsity.methods import ALIASES
 
 BASES = {"params.yaml": repo_params()} | {
     p.stem: plan.apply_presets(repo_params(), [p.stem]) for p in sorted((ROOT / "presets").glob("*.yaml"))
@@ -42,35 +42,6 @@ def leaves(node: Any, prefix: str = "") -> list[str]:
     if not isinstance(node, dict):
         return [prefix[:-1]]
     return [k for key, value in node.items() for k in leaves(value, f"{prefix}{key}.")]
-
-
-def parsed(p: config.Params, dotted: str) -> Any:
-    """The parsed value of a dotted key, wherever `Params` keeps it."""
-    section, *rest = dotted.split(".")
-    if section == "seed":
-        return p.seed
-    if section == "tricks" and rest == ["run"]:
-        return p.tricks.run
-    if section == "tricks":
-        return getattr(p.tricks.options[rest[0]], rest[1])
-    if section == "prune" and len(rest) == 2:
-        return getattr(p.prune_options[rest[0]], rest[1])
-    node = getattr(p, section)
-    for part in rest:  # report.slurm.partition: a nested section
-        node = getattr(node, part)
-    return node
-
-
-def same(given_value: Any, value: Any, dotted: str) -> bool:
-    if dotted == "prune.method" and given_value in ALIASES:
-        return ALIASES[given_value] == value
-    if isinstance(value, tuple):
-        return isinstance(given_value, list) and all(
-            same(a, b, dotted) for a, b in zip(given_value, value, strict=True)
-        )
-    if isinstance(value, float) and isinstance(given_value, str):
-        return float(given_value) == value
-    return given_value == value and (type(given_value) is bool) == (type(value) is bool)
 
 
 BAD = st.one_of(

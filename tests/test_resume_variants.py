@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import variant_trainer
+from tests.params_helpers import TO_THE_END
 from tost.resume import ResumeDir
 from tost.train import FitResult, Trainer
 
@@ -24,7 +25,6 @@ VARIANTS = ["baseline", "soft_act", "ghost_skip", "label_smooth", "lrsi", "tost"
 EPOCHS = 6
 POINTS = {"before-the-windows": 1, "entering-the-windows": 2, "inside-the-windows": 3, "after-the-windows": 4,
           "after-the-last-epoch": 6}  # fmt: skip
-TO_THE_END = {name: {"start": 1.0, "end": 1.0} for name in ("soft_act", "ghost_skip", "label_smooth")}
 WINDOWED = ["soft_act", "ghost_skip", "label_smooth", "tost"]  # the variants whose tricks have windows
 TIMING = {"train_seconds", "images_per_s", "lrsi_seconds", "wall_seconds", "checkpoint_seconds"}
 

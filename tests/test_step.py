@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import random_mask, tiny_net, tiny_prepared
+from tests.conftest import Imitation, random_mask, tiny_net, tiny_prepared
 from tost import config
 from tost.schedules import Window
 from tost.step import sgd_step
@@ -25,20 +25,6 @@ from tost.train import Trainer
 from tost.tricks import build_variant
 from tost.tricks.label_smooth import alpha_at
 from tost.tricks.soft_act import BlendAct
-
-
-class Imitation:
-    """CUDA graphs' contract on the CPU: capture only records; replay runs what was recorded."""
-
-    def __init__(self) -> None:
-        self.captures = 0
-
-    def warm(self, fn):
-        return fn()
-
-    def capture(self, fn):
-        self.captures += 1
-        return fn, None
 
 
 @pytest.mark.parametrize(("momentum", "nesterov", "wd", "dampening"), [
@@ -76,13 +62,6 @@ def test_sgd_step_reads_the_lr_from_a_tensor_as_a_graph_does():
         sgd_step(oa, 0.05)
         sgd_step(ob, lr)
     torch.testing.assert_close(a[0], b[0], rtol=1e-14, atol=0)
-
-
-@pytest.fixture
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
 
 
 def _run(variant: str, graphs, epochs: int = 4, **train):

@@ -12,7 +12,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 import tost.datasets.cifar as cifar
 from tests.conftest import offline
-from tests.datasets.test_split import prep
+from tests.datasets.files import prep
 from tost.errors import DataError
 
 

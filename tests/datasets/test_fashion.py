@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import offline
-from tests.datasets.test_split import prep
+from tests.datasets.files import idx, prep
 from tost.datasets import fashion
 from tost.errors import DataError
-
-
-def _idx(array: np.ndarray) -> bytes:
-    """The IDX format: magic (0, 0, type 0x08 = uint8, number of dimensions), big-endian sizes, data."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(
-        struct.pack(">I", d) for d in array.shape
-    )
-    return header + array.astype(np.uint8).tobytes()
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def fake(tmp_path, monkeypatch):
     }
     md5 = {}
     for name, array in arrays.items():
-        data = _idx(array)
+        data = idx(array)
         (tmp_path / name).write_bytes(gzip.compress(data))
         md5[name] = hashlib.md5(data).hexdigest()
     monkeypatch.setattr(fashion, "IDX_MD5", md5)
@@ -87,7 +78,7 @@ def test_a_bad_checksum_is_one_clear_line(fake):
     root, arrays = fake
     changed = arrays["t10k-labels-idx1-ubyte.gz"].copy()
     changed[0] = 9
-    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(changed)))
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(changed)))
     with pytest.raises(DataError) as err:
         fashion.load(root, False)
     assert "t10k-labels-idx1-ubyte.gz: checksum mismatch" in _one_line(err)

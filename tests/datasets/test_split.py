@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import pytest
 import torch
 
 from tests.conftest import repo_params
+from tests.datasets.files import prep
 from tost import config, data
 from tost.datasets import split
 from tost.errors import DataError
-
-
-def prep(name: str = "digits", root: Path = Path("."), val: float = 0.1, test: float = 0.2, seed: int = 0,
-         subset: int = 0, download: bool = False) -> data.Prepared:  # fmt: skip
-    """`split.prepare` with data settings given by name, the rest as in params.yaml."""
-    cfg = dataclasses.replace(
-        config.parse(repo_params()).data, name=name, root=str(root), download=download,
-        val_fraction=val, test_fraction=test, train_subset=subset,
-    )  # fmt: skip
-    return split.prepare(cfg, seed)
 
 
 def _rows(split: data.Split) -> set[bytes]:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from tests.conftest import repo_params, same_tensors
-from tests.sparsity.test_methods_contract import find, make_ctx
+from tests.sparsity.contexts import find, make_ctx
 from tost import config, data
 from tost.datasets.split import prepare
 from tost.errors import CheckpointError, MaskError, TostError

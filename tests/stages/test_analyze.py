@@ -9,7 +9,7 @@ import yaml
 
 from stages import analyze as analyze_stage
 from tests.conftest import repo_params, tiny_prepared, variant_trainer
-from tests.test_resume_variants import TO_THE_END
+from tests.params_helpers import TO_THE_END
 from tost import analysis, config, data, tricks
 from tost.io import save_tensors
 from tost.loader import eval_loaders

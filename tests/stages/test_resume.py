@@ -17,7 +17,7 @@ from stages import dense as dense_stage
 from stages import mask as mask_stage
 from stages import train as train_stage
 from tests.conftest import same_tensors
-from tests.sparsity.test_methods_contract import make_ctx
+from tests.sparsity.contexts import make_ctx
 from tests.stages.conftest import edit_params, env, kill_env, mask_args, train_cmd, workdir
 from tost import data
 from tost.io import load_tensors

@@ -8,7 +8,7 @@ import yaml
 from sweep import __main__ as cli
 from sweep import dvc
 from tests.conftest import ROOT
-from tests.sweep.test_dvc import FakeDvc
+from tests.sweep.fakes import FakeDvc
 from tost import config
 from tost.errors import ConfigError, TostError
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sweep import compare
-from tests.sweep.test_table import _pixels
+from tests.sweep.fakes import pixels
 
 
 def row(method: str, variant: str, n_seeds: int, gain: float, noisy: bool, evaluated: int) -> dict:
@@ -45,7 +45,7 @@ def test_main_writes_the_table_and_the_plot(tmp_path, capsys):
     compare.main([f"default={a}", f"upstream={b}", "--out", str(out), "--title", "T"])
     assert (tmp_path / "cmp.md").read_text().startswith("# T")
     bars = plt.imread(tmp_path / "cmp.png")[..., :3]
-    assert _pixels(bars, (0.12, 0.47, 0.71)) > 500 and _pixels(bars, (1.0, 0.50, 0.05)) > 500  # both settings
+    assert pixels(bars, (0.12, 0.47, 0.71)) > 500 and pixels(bars, (1.0, 0.50, 0.05)) > 500  # both settings
     assert "wrote" in capsys.readouterr().out
 
 
@@ -145,5 +145,5 @@ def test_cells_plot_each_tricks_gain_and_spread_per_cell_in_the_settings_order(t
     out = str(tmp_path / "c")
     compare.main([f"small={a}", f"large={tmp_path / 'b.csv'}", "--out", out, "--plot", "cells"])
     img = plt.imread(tmp_path / "c.png")[..., :3]
-    assert _pixels(img, (0.12, 0.47, 0.71)) > 100 and _pixels(img, (1.0, 0.50, 0.05)) > 100  # both tricks
+    assert pixels(img, (0.12, 0.47, 0.71)) > 100 and pixels(img, (1.0, 0.50, 0.05)) > 100  # both tricks
     assert img.shape[1] > 800  # two panels side by side

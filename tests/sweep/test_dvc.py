@@ -5,29 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sweep import dvc
+from tests.sweep.fakes import FakeDvc
 from tost.errors import TostError
-
-
-class FakeDvc:
-    """Records `dvc` calls and answers `queue status` from a script of successive tables."""
-
-    def __init__(self, statuses: list[dict[str, str]], workers: list[int] | None = None):
-        self.calls: list[list[str]] = []
-        self.statuses = statuses
-        self.workers = workers or [1]  # per `queue status`, the last one repeated
-
-    def __call__(self, args):
-        self.calls.append(list(args))
-        if list(args[:2]) == ["queue", "status"]:
-            now = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-            up = self.workers.pop(0) if len(self.workers) > 1 else self.workers[0]
-            rows = [f"{i:07x}  {n}  04:01 PM   {s}" for i, (n, s) in enumerate(now.items())]
-            return (
-                "Task     Name    Created    Status\n"
-                + "\n".join(rows)
-                + f"\n\nWorker status: {up} active, 0 idle\n"
-            )
-        return ""
 
 
 def test_enqueue_skips_pending_and_clears_stale_names():

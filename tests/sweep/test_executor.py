@@ -15,7 +15,7 @@ from sweep import slurm
 from sweep.executor import LocalQueue, Order, worker_env
 from sweep.slurm import GONE, Slurm, Submission
 from tests.conftest import repo_params
-from tests.sweep.test_dvc import FakeDvc
+from tests.sweep.fakes import FakeDvc
 from tost import config
 from tost.errors import TostError
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from sweep import dvc, exps
-from tests.sweep.test_plan import exp_show, metrics_for
+from tests.sweep.fakes import exp_show, metrics_for
 
 VARIANTS = ["baseline", "soft_act", "ghost_skip", "label_smooth", "lrsi", "tost"]
 

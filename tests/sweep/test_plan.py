@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
 from sweep import dvc, plan
 from tests.conftest import ROOT
+from tests.sweep.fakes import exp_show, metrics_for
 from tost import config
 from tost.errors import ConfigError
 from tost.resume import run_identity
@@ -68,45 +67,6 @@ def test_plan_covers_the_grid_with_stable_unique_names(raw_params):
     assert lt.params["prune"]["rounds"] == 3  # lt_rate 0.5
     rp = next(c for c in cells if c.method == "random" and c.seed == 2)
     assert rp.params["seed"] == 2 and rp.params["prune"]["rounds"] == raw_params["prune"]["rounds"]
-
-
-def exp_show(entries: list[dict]) -> str:
-    """`dvc exp show --json` in the shape DVC 3 prints: workspace, then the baseline commit with its exps."""
-
-    def rev(name, params, metrics):
-        return {
-            "rev": name + "sha",
-            "name": name,
-            "error": None,
-            "experiments": None,
-            "data": {
-                "rev": name + "sha",
-                "params": {"params.yaml": {"data": params}},
-                "metrics": {k: {"data": v} for k, v in metrics.items()},
-            },
-        }
-
-    exps = [
-        {
-            "name": e["name"],
-            "executor": e.get("executor"),
-            "revs": [rev(e["name"], e["params"], e["metrics"])],
-        }
-        for e in entries
-    ]
-    return json.dumps(
-        [
-            {"rev": "workspace", "name": None, "error": None, "experiments": None, "data": {}},
-            {"rev": "abc", "name": "main", "error": None, "experiments": exps, "data": {}},
-        ]
-    )
-
-
-def metrics_for(variants, acc):
-    return {
-        f"metrics/train/{v}.json": {"test_acc": acc + i, "final_test_acc": 0.0}
-        for i, v in enumerate(variants)
-    }
 
 
 def test_exp_show_parsing_skips_running_and_matches_by_params(raw_params):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pytest
 
 from sweep.table import Run, aggregate, gain_heatmap, sparsity_plot, to_markdown
+from tests.sweep.fakes import pixels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -80,14 +80,9 @@ def test_plots_are_written(tmp_path):
     # the data are drawn, not only the axes: the +4.5 cell is the deep blue end of RdBu, and both
     # variants' lines are there in matplotlib's first two colours
     heat = plt.imread(tmp_path / "gain.png")[..., :3]
-    assert _pixels(heat, (0.02, 0.19, 0.38)) > 2000  # RdBu at its maximum (the colour bar alone: 100)
+    assert pixels(heat, (0.02, 0.19, 0.38)) > 2000  # RdBu at its maximum (the colour bar alone: 100)
     lines = plt.imread(tmp_path / "sparsity.png")[..., :3]
-    assert _pixels(lines, (0.12, 0.47, 0.71)) > 50 and _pixels(lines, (1.0, 0.50, 0.05)) > 50  # C0, C1
-
-
-def _pixels(image: np.ndarray, rgb: tuple[float, float, float], tol: float = 0.06) -> int:
-    """How many pixels of a decoded PNG have this colour."""
-    return int((np.abs(image - np.array(rgb)).max(axis=-1) < tol).sum())
+    assert pixels(lines, (0.12, 0.47, 0.71)) > 50 and pixels(lines, (1.0, 0.50, 0.05)) > 50  # C0, C1
 
 
 def test_rows_follow_the_table_order():
