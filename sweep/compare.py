@@ -234,7 +234,7 @@ def cell_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str)
         ax.set_title(f"{LABELS.get(method, method)} {sparsity:g}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("gain over baseline (points)")
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside: no point hidden
     note = "mean ± std of the paired gains over seeds; hollow: evaluated with more weights"
     fig.suptitle(f"{title}\n{note}", fontsize=9)
     fig.tight_layout()
