@@ -115,7 +115,8 @@ def _versus_markdown(df: pd.DataFrame, settings: Sequence[str]) -> list[str]:
     return [*lines, ""]
 
 
-def _gain(row: pd.Series) -> str:
+def format_gain(row: pd.Series) -> str:
+    """A cell's gain as the comparison prints it: sign, `~` when within noise, ± its spread if known."""
     spread = f" ± {row.gain_std:.2f}" if pd.notna(row.gain_std) else ""
     return f"{row.gain:+.2f}{'~' if row.within_noise else ''}{spread}"
 
@@ -142,7 +143,7 @@ def to_markdown(df: pd.DataFrame, settings: Sequence[str], title: str, paired: b
             if (s, variant) not in means.index:  # a setting that did not train this variant
                 row.append("—")
                 continue
-            each = " / ".join(_gain(part.loc[(s, m, sp)]) for m, sp in order)
+            each = " / ".join(format_gain(part.loc[(s, m, sp)]) for m, sp in order)
             mark = " ‡" if means.loc[(s, variant), "larger"] else ""
             row.append(f"{each} → **{means.loc[(s, variant), 'gain']:+.2f}**{mark}")
         lines.append(f"| {variant} | " + " | ".join(row) + " |")

@@ -1,0 +1,60 @@
+"""The README's budget-study table says what the committed tables say, cell for cell.
+
+The numbers are typed into the README by hand; this catches a table rebuilt (`make budget`) without
+the README, or a number copied wrongly.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from sweep import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = {  # README column -> committed table, as in the Makefile's budget target
+    "3k / w8 / 10 ep (fp32)": "metrics/table-fashion-fashion-cpu-schedule-study.csv",
+    "12k / w16 / 10 ep": "metrics/table-fashion-budget-budget-10.csv",
+    "12k / w16 / 30 ep": "metrics/table-fashion-budget-budget-30.csv",
+}
+METHODS = ("random", "snip")  # RP / SNIP, the order the README names
+
+
+def readme_table(heading: str) -> list[list[str]]:
+    """The first Markdown table after `heading`, as rows of stripped cells (header row included)."""
+    block = []
+    for line in (ROOT / "README.md").read_text().split(heading, 1)[1].splitlines():
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip("|").split("|")])
+        elif block:
+            break
+    assert block, f"no table after {heading!r}"
+    return [r for r in block if not set("".join(r)) <= set("-")]  # without the |---| line
+
+
+def plain(cell: str) -> str:
+    """A README cell as sweep.compare writes it: ASCII minus, no bold."""
+    return cell.replace("−", "-").replace("**", "")
+
+
+def expected(df: pd.DataFrame, variant: str) -> str:
+    """One README cell: RP / SNIP, the gain ± its spread (or the baseline accuracy), or a dash."""
+    rows = df[df.variant == variant].set_index("method")
+    if rows.empty:
+        return "—"
+    if variant == "baseline":
+        return " / ".join(f"{rows.loc[m, 'mean']:.2f}" for m in METHODS)
+    return " / ".join(compare.format_gain(rows.loc[m]) for m in METHODS)
+
+
+def test_the_readme_budget_table_is_the_committed_tables():
+    header, *body = readme_table("### Budget study")
+    assert header[1:] == list(SETTINGS)
+    tables = {name: pd.read_csv(ROOT / path) for name, path in SETTINGS.items()}
+    variants = [re.sub(r"`| accuracy", "", r[0]) for r in body]
+    assert set(variants) >= {"baseline", "ghost_skip", "label_smooth", "tost"}
+    for variant, row in zip(variants, body, strict=True):
+        for name, cell in zip(SETTINGS, row[1:], strict=True):
+            assert plain(cell) == expected(tables[name], variant), (variant, name)
