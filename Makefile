@@ -59,9 +59,10 @@ study: venv
 		default=$(call STUDY_CSV,,-val) $(foreach s,$(SCHEDULES),$(s)=$(call STUDY_CSV,$(s),-val))
 
 ## make budget: the README's budget study on the CPU: random and snip at 0.95, 3 seeds, 12,000
-##   Fashion-MNIST images, width 16, 30 epochs (four variants) then 10 (all six), bf16; then each trick's gain per budget beside
-##   the schedule study's 3,000-image, width-8, 10-epoch default: metrics/budget-study.{md,png}.
-##   Finished experiments are reused, so it can be completed over several sittings (about 5 h in all here)
+##   Fashion-MNIST images, width 16, bf16: 30 epochs (four variants), then 10 (all six); then each
+##   trick's gain per budget beside the schedule study's 3,000-image, width-8, 10-epoch default:
+##   metrics/budget-study.{md,png}. Finished experiments are reused, so it can be completed over
+##   several sittings (about 5 h in all here)
 BUDGET := fashion budget
 BUDGET_CSV = metrics/table-fashion-budget-budget-$(1).csv
 budget: venv
