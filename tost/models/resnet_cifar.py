@@ -3,7 +3,8 @@
 Every nonlinearity is its own module built by `act()`, never a shared instance or `F.relu`, so a
 trick can find each activation site by walking the modules and swap it (ghost soft neurons), and
 activation analysis can hook each one separately. Projection shortcuts are 1×1 conv + BN (option B),
-as in the original training code.
+as in the original training code; the conv is a `PointwiseConv`, which keeps CPU training off an
+oneDNN bug of strided 1×1 convolutions (tost.models.layers).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from tost.models.layers import PointwiseConv
 
 ActFactory = Callable[[], nn.Module]
 
@@ -28,7 +31,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(PointwiseConv(cin, cout, stride), nn.BatchNorm2d(cout))
         self.act2 = act()
 
     def forward(self, x: Tensor) -> Tensor:

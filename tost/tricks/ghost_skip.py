@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from tost.errors import ConfigError
+from tost.models.layers import PointwiseConv
 from tost.schedules import Window
 from tost.sparsity.mask import Mask
 from tost.tricks.base import BatchFn, Trick, TrickEntry
@@ -73,9 +74,13 @@ def jump_sites(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
 
 
 def make_jump(conv: nn.Conv2d, fill: float) -> nn.Sequential:
-    """1×1 conv (conv's channels and stride, no bias) filled with `fill`, then a fresh BN."""
+    """1×1 conv (conv's channels and stride, no bias) filled with `fill`, then a fresh BN.
+
+    A `PointwiseConv`: the jumps over each later stage's first conv are strided 1×1 convs, which
+    oneDNN gets wrong in channels-last at narrow widths (tost.models.layers).
+    """
     jump = nn.Sequential(
-        nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=False),
+        PointwiseConv(conv.in_channels, conv.out_channels, conv.stride),
         nn.BatchNorm2d(conv.out_channels),
     )
     nn.init.constant_(jump[0].weight, fill)
