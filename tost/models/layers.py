@@ -6,14 +6,43 @@ workspace ("reduce to unit stride") and, for channels-last input with fewer inpu
 channel block (8 with AVX2, 16 with AVX-512), writes past that workspace: wrong weight gradients,
 heap corruption, crashes or hangs (docs/troubleshooting.md). Taking every stride-th pixel ourselves
 and running a unit-stride 1×1 convolution is the same arithmetic, and oneDNN then never takes that
-path: where the strided kernel was right, the results are bit-identical (measured forward, input and
-weight gradients, AVX2 and AVX-512), so channels-last keeps its CPU speed at every width.
+path: where the strided kernel was right, the results are bit-identical (forward, input and weight
+gradients, AVX2 and AVX-512, even image sizes), so channels-last keeps its CPU speed at every width.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def _format_of(x: Tensor) -> torch.memory_format:
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+class _EveryNth(torch.autograd.Function):
+    """Every (sh, sw)-th pixel, copied in the input's memory format, and a gradient in that format.
+
+    A plain slice's gradient would be a row-major tensor; added to the channels-last gradient of
+    the block's other branch, it would move the rest of the backward pass to other kernels (other
+    bits); a channels-last gradient keeps it where the strided conv had it.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, sh: int, sw: int) -> Tensor:
+        ctx.shape, ctx.fmt, ctx.stride = x.shape, _format_of(x), (sh, sw)
+        return x[:, :, ::sh, ::sw].contiguous(memory_format=ctx.fmt)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        sh, sw = ctx.stride
+        out = grad.new_zeros(ctx.shape).contiguous(memory_format=ctx.fmt)
+        out[:, :, ::sh, ::sw] = grad
+        return out, None, None
 
 
 class PointwiseConv(nn.Conv2d):
@@ -26,4 +55,4 @@ class PointwiseConv(nn.Conv2d):
         sh, sw = self.stride
         if x.device.type != "cpu" or (sh, sw) == (1, 1):  # only oneDNN has the bug; cuDNN keeps its kernel
             return super().forward(x)
-        return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias, 1, 0, self.dilation, self.groups)
+        return F.conv2d(_EveryNth.apply(x, sh, sw), self.weight, self.bias, 1, 0, self.dilation, self.groups)
