@@ -6,8 +6,12 @@ workspace ("reduce to unit stride") and, for channels-last input with fewer inpu
 channel block (8 with AVX2, 16 with AVX-512), writes past that workspace: wrong weight gradients,
 heap corruption, crashes or hangs (docs/troubleshooting.md). Taking every stride-th pixel ourselves
 and running a unit-stride 1×1 convolution is the same arithmetic, and oneDNN then never takes that
-path: where the strided kernel was right, the results are bit-identical (forward, input and weight
-gradients, AVX2 and AVX-512, even image sizes), so channels-last keeps its CPU speed at every width.
+path: where the strided kernel was right, the first-order results are bit-identical (forward, input
+and weight gradients, AVX2 and AVX-512, even image sizes), so channels-last keeps its CPU speed at
+every width. Second-order gradients (GradInit differentiates through the backward pass) take other
+kernels on the sliced input and differ by rounding, so a conv whose input channels fill whole
+channel blocks of every x86 ISA (a multiple of 16: widths 16 and 64 have only such shortcuts) keeps
+the strided kernel, which is right there: every result at those widths stays bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from torch import Tensor, nn
 def _format_of(x: Tensor) -> torch.memory_format:
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if cl else torch.contiguous_format
+
+
+WHOLE_BLOCKS = 16  # oneDNN's x86 1x1 kernels block input channels by 8 (AVX2) or 16 (AVX-512)
 
 
 class _EveryNth(torch.autograd.Function):
@@ -46,13 +53,16 @@ class _EveryNth(torch.autograd.Function):
 
 
 class PointwiseConv(nn.Conv2d):
-    """A 1×1 `nn.Conv2d` (same parameters, same state dict) whose stride slices the input on the CPU."""
+    """A 1×1 `nn.Conv2d` (same parameters, same state dict) whose stride slices the input on the CPU.
+
+    Input channels that are whole channel blocks (`WHOLE_BLOCKS`) keep the strided kernel.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int | tuple[int, int] = 1, bias: bool = False) -> None:
         super().__init__(cin, cout, 1, stride, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         sh, sw = self.stride
-        if x.device.type != "cpu" or (sh, sw) == (1, 1):  # only oneDNN has the bug; cuDNN keeps its kernel
+        if x.device.type != "cpu" or (sh, sw) == (1, 1) or self.in_channels % WHOLE_BLOCKS == 0:
             return super().forward(x)
         return F.conv2d(_EveryNth.apply(x, sh, sw), self.weight, self.bias, 1, 0, self.dilation, self.groups)
