@@ -124,7 +124,7 @@ def test_pointwise_conv_changes_no_bit_where_the_strided_kernel_is_right(act, fm
     the output and every gradient of a training step are bit-identical to the plain strided conv's,
     so slicing moves no first-order number where the bug does not bite. (An odd size into a strided
     conv, 9x9, takes another reduction order for the weight gradient: 2e-5 apart, measured.)"""
-    monkeypatch.setattr(layers, "WHOLE_BLOCKS", 10**9)
+    monkeypatch.setattr(layers, "channel_block", lambda: 10**9)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 1, 28, 28, generator=g).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (32,), generator=g)
