@@ -20,12 +20,14 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## make repro: set up .venv and rebuild the result table with DVC (metrics/results.md); one thread
-##   unless OMP_NUM_THREADS is set, as the committed metrics were made (the thread count moves fp32 bits)
+## make repro: set up .venv and rebuild the result table with DVC (metrics/results.md), then say
+##   whether it reproduced the committed metrics (python -m sweep.reproduce: exactly, or by how much and
+##   on which machines); threads, precision and compile are params, so any command gives the same bits
 repro: venv
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/dvc repro
+	$(BIN)/dvc repro
 	@echo "results: metrics/results.md"
 	@cat metrics/results.md
+	@$(BIN)/python -m sweep.reproduce
 
 ## make exps: `dvc exp show` in one screen: each experiment and commit, every variant's test accuracy
 ##   side by side, and only the params that differ (EXPS_ARGS="-A": every commit's experiments;

@@ -3,24 +3,31 @@
 DVC deletes a stage's outputs before running its command, so a stage that found bad params only
 when it started would already have lost its previous artifacts. This gate runs first (every stage
 depends on it through `data`), and its output is the same for every valid params.yaml, so passing
-it never forces a downstream stage to rerun.
+it never forces a downstream stage to rerun. With `--variants DIR` it also writes, per variant of
+`tricks.run`, the options of the tricks that variant trains with: what its `train@` stage depends
+on, instead of the whole `tricks` section.
 """
 
 import argparse
 from pathlib import Path
 
 from stages._common import PARAMS, run_stage
-from tost import __version__, config
-from tost.io import write_json
+from tost import __version__, config, tricks
+from tost.io import atomic_dir, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variants", type=Path, help="a file per variant: the trick options it trains with")
     args = ap.parse_args(argv)
-    config.load(PARAMS)
+    p = config.load(PARAMS)
+    if args.variants is not None:
+        with atomic_dir(args.variants) as folder:
+            for variant in p.tricks.run:
+                write_json(folder / f"{variant}.json", tricks.used_options(variant, p.tricks.options))
     write_json(args.out, {"params": "valid", "tost": __version__})
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, threads=False)

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     trained = args.out / "trained.pt"
     record = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
+    record["machine"] = rt.machine()
     resume = None
     if p.dense.epochs == 0:
         trained.unlink(missing_ok=True)  # no dense network: the methods prune the initialisation

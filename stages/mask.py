@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"method": p.prune.method, "arch": p.model.arch, "width": p.model.width, "scope": p.prune.scope}
     found.mask.save(args.mask, meta)
     save_tensors(args.init, {"format": "tost-init/1", "arch": p.model.arch, "state_dict": found.init})
-    metrics.write(found.metrics, metrics.MASK, args.metrics, args.detail)
+    metrics.write({**found.metrics, "machine": rt.machine()}, metrics.MASK, args.metrics, args.detail)
     if resume is not None:
         resume.clear()  # after the outputs: a kill before this line reruns from the finished state
 

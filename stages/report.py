@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         "Test accuracy is taken at the epoch of best validation accuracy; 'final' is the last epoch.",
         "Measured sparsity counts exact zeros of the trained weights over the prunable layers.",
         *report.collapse_note(mask),
+        *report.machine_note(
+            [args.detail / "dense.json", mask, *(args.detail / "train" / f"{v}.json" for v in variants)]
+        ),
     ]
     report.write_results(df, args.md, args.csv, title, notes)
     curves = {v: pd.read_csv(args.curves / f"{v}.csv") for v in variants}

@@ -18,7 +18,7 @@ from tost.runtime import seed_everything
 from tost.sparsity.mask import Mask
 from tost.train import Trainer
 
-SECTIONS = ("seed", "data", "model", "train", "tricks")  # with the variant, mask and init: the run
+SECTIONS = ("seed", "data", "model", "train")  # with the variant's tricks, the mask and init: the run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         seed_everything(p.seed)
         prepared = data.load_prepared(args.data)
         model = models.from_file(args.init, p.model, prepared.num_classes, prepared.shape)
-        run = run_identity(p, SECTIONS, [*data_files(args.data), args.mask, args.init], {"variant": variant})
+        uses = {"variant": variant, "tricks": tricks.used_options(variant, p.tricks.options)}
+        run = run_identity(p, SECTIONS, [*data_files(args.data), args.mask, args.init], uses)
         resume = ResumeDir(args.resume, run) if args.resume else None
         used = tricks.build_variant(variant, p.tricks.options)
         trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, used, rt, p.seed,
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             kept = tricks.kept(variant, used)  # tricks still on in the last epoch stay in the network
             meta = {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width, "kept": kept}
             save_tensors(args.ckpt, {**meta, "variant": variant, "state_dict": state})
-            metrics.write({"variant": variant, **result.summary}, metrics.TRAIN, args.metrics, args.detail)
+            record = {"variant": variant, **result.summary, "machine": rt.machine()}
+            metrics.write(record, metrics.TRAIN, args.metrics, args.detail)
             write_csv(args.curve, result.history)
             if resume is not None:  # after the outputs: a kill before this line resumes instead
                 resume.discard(trainer.name)

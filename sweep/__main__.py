@@ -17,8 +17,8 @@ import yaml
 
 from stages._common import PARAMS, run_stage
 from sweep import dvc, plan
-from sweep.executor import Executor, LocalQueue, Order
-from sweep.slurm import Slurm
+from sweep.executor import Executor, LocalQueue, Order, cores, default_jobs
+from sweep.slurm import Slurm, with_cpus
 from sweep.table import aggregate, gain_heatmap, sparsity_plot, to_markdown, write_outputs
 from tost import config
 from tost.errors import ConfigError, TostError
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     variants, report = list(params.tricks.run), params.report
     if "baseline" not in variants:
         raise ConfigError("params.yaml: tricks.run: the table compares every variant with baseline; add it")
-    jobs = report.jobs if args.jobs is None else args.jobs  # an explicit --jobs 0 is refused, not ignored
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if args.jobs is not None and args.jobs < 1:  # an explicit --jobs 0 is refused, not ignored
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    jobs = args.jobs or report.jobs or default_jobs(params.train.threads, cores())
     stem = args.out or "metrics/table" + "".join(f"-{Path(n).stem}" for n in presets)
 
     cells = plan.plan(target)
@@ -96,7 +96,8 @@ def executor(args: argparse.Namespace, params: config.Params, jobs: int) -> Exec
     """The executor the command line asks for, configured from the report section."""
     report = params.report
     if args.executor == "slurm":
-        return Slurm(report.slurm, report.per_gpu, Path.cwd(), poll=args.poll)
+        cfg = with_cpus(report.slurm, params.train.threads, report.per_gpu)
+        return Slurm(cfg, report.per_gpu, Path.cwd(), poll=args.poll)
     return LocalQueue(jobs, report.per_gpu, poll=args.poll, run_dvc=dvc.run_dvc)
 
 
@@ -131,4 +132,4 @@ def write_table(
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, threads=False)

@@ -51,15 +51,27 @@ class Executor(Protocol):
     def run(self, orders: Sequence[Order]) -> list[Failure]: ...
 
 
+def cores() -> int:
+    """The CPUs this process may run on (its affinity, which SLURM and containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(threads: int, available: int) -> int:
+    """`report.jobs: 0`: as many experiments at once as the cores give `train.threads` each."""
+    return max(1, available // threads)
+
+
 def worker_env(jobs: int, per_gpu: int) -> dict[str, str]:
-    """Share the CPU between parallel experiments, and let each claim a GPU slot (`stages._slots`).
+    """Let each parallel experiment claim a GPU slot (`stages._slots`); threads are `train.threads`.
 
     DVC starts its second and later queue workers as `dvc` found on PATH: without this environment's
     bin folder there, only one worker ever runs, whatever `-j` says.
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     env.setdefault(slots.LOCK_DIR, str(Path(".dvc/tmp/tost-gpu-slots").resolve()))
     env.setdefault(slots.PER_GPU, str(per_gpu))
     return env

@@ -87,11 +87,10 @@ def _step(cmd: list[str], cwd: Path, env: dict[str, str], out: IO[str]) -> int:
     return rc
 
 
-def task_env(spec: dict[str, Any], folder: Path, cells: int) -> dict[str, str]:
-    """The task's CPUs shared by its experiments, and GPU slots private to this task's allocation."""
+def task_env(spec: dict[str, Any], folder: Path) -> dict[str, str]:
+    """GPU slots private to this task's allocation; each experiment computes with `train.threads`."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(spec["python"]).parent), env.get("PATH", "")])
-    env.setdefault("OMP_NUM_THREADS", str(max(1, spec["cpus"] // cells)))
     task = env.get("SLURM_JOB_ID", str(os.getpid()))
     env[slots.LOCK_DIR] = str(folder / "slots" / task)
     env[slots.PER_GPU] = str(spec["per_gpu"])
@@ -103,7 +102,7 @@ def main(argv: list[str]) -> int:
     spec_path, array, index = argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     cells = spec["arrays"][array][int(index)]
-    env = task_env(spec, Path(spec["folder"]), len(cells))
+    env = task_env(spec, Path(spec["folder"]))
     print(
         f"task {array}[{index}] on {os.uname().nodename}: {', '.join(c['name'] for c in cells)}", flush=True
     )

@@ -23,6 +23,7 @@ cancelled while pending not at all, so the result files the jobs write are the r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -52,6 +53,13 @@ GONE = "not in squeue (cancelled while pending?)"  # a task SLURM no longer list
 
 def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+
+
+def with_cpus(cfg: SlurmConfig, threads: int, per_gpu: int) -> SlurmConfig:
+    """`report.slurm.cpus: 0` resolved: `train.threads` for each experiment a job runs at once."""
+    if cfg.cpus:
+        return cfg
+    return dataclasses.replace(cfg, cpus=threads * max(1, cfg.gpus * per_gpu))
 
 
 def sbatch_options(cfg: SlurmConfig) -> list[str]:

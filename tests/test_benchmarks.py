@@ -19,6 +19,7 @@ SCRIPTS = {
     "synflow_counting": ["--width", "4", "--iters", "3", "--sparsities", "0.9", "--seeds", "0"],
     "bench_share": ["--images", "128", "--epochs", "1", "--shares", "1", "--width", "4", "--device", "cpu"],
     "step_ops": ["--models", "resnet20"],
+    "cpu_paths": ["--images", "256", "--epochs", "1", "--rounds", "1", "--no-compile", "--width", "4"],
 }  # fmt: skip
 
 

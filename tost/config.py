@@ -125,7 +125,7 @@ class TrainConfig:
     gamma: float
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
-    cpu_amp: bool
+    cpu_amp: bool | Literal["auto"]
     channels_last: bool
     compile: bool
     cuda_graphs: bool
@@ -134,8 +134,13 @@ class TrainConfig:
     max_grad_norm: float
     checkpoint_every: int
     nproc: int
+    threads: int
 
     def __post_init__(self) -> None:
+        if not 1 <= self.threads <= 1024:
+            raise ValueError(
+                f"threads must be in [1, 1024] (CPU threads of each process), got {self.threads}"
+            )
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -213,7 +218,7 @@ class SlurmConfig:
 
     partition: str  # "" = the cluster's default partition
     gpus: int  # GPUs per job; 0 = CPU only
-    cpus: int  # CPUs per job (--cpus-per-task)
+    cpus: int  # CPUs per job (--cpus-per-task); 0 = train.threads per experiment of the job
     mem: str  # "" = the partition's default, else 16G, 4000M, ...
     time: str  # "" = the partition's default, else minutes, HH:MM:SS, D-HH:MM:SS, ...
     account: str
@@ -222,7 +227,7 @@ class SlurmConfig:
     max_running: int  # array tasks running at once; 0 = as many as SLURM allows
 
     def __post_init__(self) -> None:
-        for key, least in (("gpus", 0), ("cpus", 1), ("max_running", 0)):
+        for key, least in (("gpus", 0), ("cpus", 0), ("max_running", 0)):
             if getattr(self, key) < least:
                 raise ValueError(f"{key}: must be >= {least}, got {getattr(self, key)}")
         if self.mem and not re.fullmatch(r"[1-9][0-9]*[KMGT]?", self.mem):
@@ -246,7 +251,7 @@ class ReportConfig:
     seeds: tuple[int, ...]
     sparsities: tuple[float, ...]
     lt_rate: float
-    jobs: int
+    jobs: int  # experiments at once; 0 = as many as the cores allow at train.threads each
     per_gpu: int
     metric: Literal["test_acc", "final_test_acc", "best_val_acc"]
     slurm: SlurmConfig
@@ -267,8 +272,8 @@ class ReportConfig:
             raise ValueError(f"sparsities must be in [0, 1), got {bad}")
         if not 0.0 < self.lt_rate < 1.0:
             raise ValueError(f"lt_rate must be in (0, 1), got {self.lt_rate}")
-        if self.jobs < 1 or self.per_gpu < 1:
-            raise ValueError(f"jobs and per_gpu must be >= 1, got {self.jobs} and {self.per_gpu}")
+        if self.jobs < 0 or self.per_gpu < 1:
+            raise ValueError(f"jobs must be >= 0 and per_gpu >= 1, got {self.jobs} and {self.per_gpu}")
 
 
 @dataclass(frozen=True)

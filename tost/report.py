@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from tost.io import atomic_path, read_json, write_text
+from tost.runtime import describe
 
 COLUMNS = {
     "variant": "variant",
@@ -133,6 +134,19 @@ def collapse_note(mask_metrics: Path) -> list[str]:
         f"Layer collapse: the mask empties {len(empty)} layer(s) ({', '.join(empty)}); they are kept and "
         "trained, and the shortcuts around them carry the signal."
     ]
+
+
+def machine_note(records: Sequence[Path]) -> list[str]:
+    """One line naming the machine(s) the records were made on (`Runtime.machine`), where they say.
+
+    Records made before tost recorded machines have none; they are counted, not guessed.
+    """
+    made = [read_json(r).get("machine") for r in records if r.exists()]
+    named = sorted({describe(m) for m in made if isinstance(m, dict)})
+    if not named:
+        return []
+    unknown = sum(not isinstance(m, dict) for m in made)
+    return [f"Made on: {'; '.join(named)}" + (f" ({unknown} record(s) name no machine)." if unknown else ".")]
 
 
 def _fmt(v: Any) -> str:

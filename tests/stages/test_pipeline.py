@@ -118,6 +118,27 @@ def test_params_deps_are_the_keys_each_stage_reads(repo, key, value, stale):
     assert {s for s in changed if s in {"dense", "mask"} or s.startswith("train@")} == stale
 
 
+def _ran(out: str) -> set[str]:
+    """The train@ stages an `exp run` or `repro` ran (not skipped, not restored from the run-cache)."""
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage 'train@")}
+
+
+def test_a_variant_retrains_only_when_what_it_trains_with_changes(repo):
+    """Adding a variant trains only it; moving one trick's window retrains only the variants that use
+    the trick (each train@ depends on its variant's trick options, not on the whole tricks section)."""
+    _clean(repo)
+    try:
+        added = run(repo, "dvc", "exp", "run", "-n", "add-gs", "-S", "tricks.run=[baseline,ghost_skip,tost]")
+        assert _ran(added.stdout) == {"train@ghost_skip"}, added.stdout
+        moved = run(repo, "dvc", "exp", "run", "-n", "gs-end", "-S", "tricks.ghost_skip.end=0.4")
+        assert _ran(moved.stdout) == {"train@ghost_skip", "train@tost"}, moved.stdout
+        assert "Stage 'train@baseline' didn't change, skipping" in moved.stdout
+        back = run(repo, "dvc", "exp", "run", "-n", "gs-back", "-S", "tricks.ghost_skip.end=0.5")
+        assert _ran(back.stdout) == set() and "is cached - skipping run" in back.stdout  # the run-cache's
+    finally:
+        _clean(repo)
+
+
 def _clean(repo: Path) -> None:
     """Back to the committed params and outputs (`exp run` leaves its own in the workspace)."""
     run(repo, "git", "checkout", "--", ".")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sweep import slurm
-from sweep.executor import LocalQueue, Order, worker_env
+from sweep.executor import LocalQueue, Order, cores, default_jobs, worker_env
 from sweep.slurm import GONE, Slurm, Submission
 from tests.conftest import repo_params
 from tests.sweep.fakes import FakeDvc
@@ -57,8 +57,21 @@ def result(sub: Submission, name: str, rc: int, log: str = "") -> None:
     (sub.folder / "cells" / f"{name}.log").write_text(log)
 
 
+def test_cpus_per_task_follow_train_threads_unless_set():
+    """`cpus: 0` (the default): train.threads for each experiment a job runs at once."""
+    assert slurm.with_cpus(slurm_cfg(), threads=1, per_gpu=1).cpus == 1
+    assert slurm.with_cpus(slurm_cfg(), threads=4, per_gpu=3).cpus == 4  # a CPU job runs one experiment
+    assert slurm.with_cpus(slurm_cfg(gpus=2), threads=4, per_gpu=3).cpus == 24  # 2 GPUs x 3 experiments
+    assert slurm.with_cpus(slurm_cfg(cpus=6), threads=4, per_gpu=1).cpus == 6  # set: kept
+
+
+def test_experiments_at_once_default_to_the_cores_at_train_threads_each():
+    assert [default_jobs(t, 8) for t in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert cores() >= 1
+
+
 def test_sbatch_options_follow_report_slurm():
-    assert slurm.sbatch_options(slurm_cfg()) == ["--cpus-per-task=1"]
+    assert slurm.sbatch_options(slurm_cfg(cpus=1)) == ["--cpus-per-task=1"]
     opts = slurm.sbatch_options(
         slurm_cfg(gpus=1, cpus=8, mem="32G", time="1-00:00:00", partition="gpu", qos="x")
     )

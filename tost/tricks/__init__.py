@@ -6,6 +6,7 @@ order the hooks run in. `baseline` has none.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in TRICKS},
     "tost": ("lrsi", "ghost_skip", "soft_act", "label_smooth"),  # all four; GradInit first, on the plain net
 }
+
+
+def used_options(variant: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The options of the tricks `variant` trains with, by trick name: all that it reads of `tricks`.
+
+    The check stage writes them to a file per variant that its `train@` stage depends on instead of
+    the whole `tricks` section, so moving one trick's window retrains only the variants that use it,
+    and adding a variant retrains none of the others (DVC's run-cache returns them).
+    """
+    return {name: dataclasses.asdict(options[name]) for name in VARIANTS[variant] if name in options}
 
 
 def kept(variant: str, tricks: list[Trick]) -> dict[str, dict[str, Any]]:
