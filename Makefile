@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro exps table study budget fashion wheelhouse test lint format pytest clean-venv
+.PHONY: venv repro exps table study budget sparsity fashion wheelhouse test lint format pytest clean-venv
 
 venv: $(STAMP)
 
@@ -73,6 +73,22 @@ budget: venv
 		|| exit 1; done
 	$(BIN)/python -m sweep.compare --out metrics/budget-study --title "Budget study: test accuracy" --unpaired --plot cells \
 		"3k-w8-10ep=$(call STUDY_CSV)" "12k-w16-10ep=$(call BUDGET_CSV,10)" "12k-w16-30ep=$(call BUDGET_CSV,30)"
+
+## make sparsity: the README's sparsity study on the CPU: random and snip at 0.99, 3 seeds, the budget
+##   study's 30-epoch setting (12,000 Fashion-MNIST images, width 16, train.cpu_amp auto); baseline,
+##   ghost_skip, label_smooth and tost with the default windows, then ghost_skip and tost under the
+##   original's protocol (upstream windows); then metrics/sparsity-study.{md,png}, each trick's gain
+##   against sparsity beside the budget study's 0.95 cells. Finished experiments are reused
+SPARSITY := fashion budget budget-30 sparsity
+SPARSITY_CSV = metrics/table-$(subst $() ,-,$(SPARSITY))$(1).csv
+sparsity: venv
+	$(BIN)/python -m sweep $(addprefix --preset ,$(SPARSITY)) --all-commits $(TABLE_ARGS)
+	$(BIN)/python -m sweep $(addprefix --preset ,$(SPARSITY)) --preset upstream --preset sparsity-upstream \
+		--all-commits $(TABLE_ARGS)
+	$(BIN)/python -m sweep.compare --out metrics/sparsity-study --plot sparsity \
+		--title "Sparsity study: gain over baseline, 12k images, width 16, 30 epochs" \
+		"default=$(call BUDGET_CSV,30)" "default=$(call SPARSITY_CSV)" \
+		"upstream=$(call SPARSITY_CSV,-upstream-sparsity-upstream)"
 
 ## make fashion: install Fashion-MNIST (Debian's dataset-fashion-mnist, 31 MB) when it is missing,
 ##   then print the command that trains one experiment of the fashion preset on it

@@ -105,7 +105,11 @@ def write_table(
     cells: list[plan.Cell], found: dict, params: config.Params, stem: str, presets: list[str]
 ) -> None:
     """The markdown, CSV and plots of every answered cell; an error names the unanswered ones."""
-    runs = [found[c.name][1] for c in cells if c.name in found]
+    runs = [
+        plan.with_machines(found[c.name][1], dvc.file_at(found[c.name][1].rev))
+        for c in cells
+        if c.name in found
+    ]
     if not runs:
         raise TostError("no finished experiment answers any cell of the table; run without --no-run")
     variants, report = list(params.tricks.run), params.report

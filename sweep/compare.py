@@ -16,7 +16,7 @@ difference isolates the setting and its noise can be judged as the tables judge 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -31,13 +31,18 @@ from tost.io import atomic_path, write_text
 
 COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
 PER_SEED = ["seeds", "values"]  # optional: tables made before they were recorded lack them
-OPTIONAL = ["gain_std", *PER_SEED]
+OPTIONAL = ["gain_std", "collapsed_seeds", "precision", *PER_SEED]
 
 
-def load(settings: dict[str, Path]) -> pd.DataFrame:
-    """The named tables in one long frame, with a `setting` column; refuses tables of different cells."""
+def load(settings: Mapping[str, Path] | Sequence[tuple[str, Path]], same_cells: bool = True) -> pd.DataFrame:
+    """The named tables in one long frame, with a `setting` column.
+
+    A name given twice joins its tables (a setting measured at several sparsities, in several
+    tables). With `same_cells` every setting must cover the same methods and sparsities.
+    """
+    pairs = list(settings.items()) if isinstance(settings, Mapping) else list(settings)
     frames = []
-    for name, path in settings.items():
+    for name, path in pairs:
         if not path.exists():
             raise FileNotFoundError(f"{name}: {path}: no such table (run `python -m sweep` first)")
         df = pd.read_csv(path, dtype={c: str for c in PER_SEED})
@@ -46,8 +51,10 @@ def load(settings: dict[str, Path]) -> pd.DataFrame:
             raise ValueError(f"{name}: {path}: not a sweep table (no column {', '.join(missing)})")
         frames.append(df.reindex(columns=COLUMNS + OPTIONAL).assign(setting=name))
     both = pd.concat(frames, ignore_index=True)
+    if not same_cells:
+        return both
     cells = {name: set(zip(g.method, g.sparsity, strict=True)) for name, g in both.groupby("setting")}
-    first, *rest = settings
+    first, *rest = dict(pairs)
     for name in rest:
         if cells[name] != cells[first]:
             raise ValueError(f"{name} and {first} do not cover the same methods and sparsities")
@@ -244,6 +251,99 @@ def cell_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str)
     plt.close(fig)
 
 
+def sparsity_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
+    """Rows: each trick under each setting; columns: method × sparsity; cells: gain ± spread.
+
+    The high-sparsity question reads a trick's gain along the sparsities of one mask method, and the
+    settings (default windows, the original's protocol) side by side in rows.
+    """
+    cells = df[["method", "sparsity"]].drop_duplicates()
+    methods = list(dict.fromkeys(cells.sort_values("sparsity").method))
+    order = [(m, sp) for m in methods for sp in sorted(cells[cells.method == m].sparsity)]
+    head = [f"{LABELS.get(m, m)} {sp:g}" for m, sp in order]
+    lines = [
+        f"# {title}",
+        "",
+        "| variant | setting | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 2) + "|",
+    ]
+    at = df.set_index(["setting", "variant", "method", "sparsity"])
+    base = (
+        df[df.variant == "baseline"].drop_duplicates(["method", "sparsity"]).set_index(["method", "sparsity"])
+    )
+    row = []
+    for m, sp in order:
+        b = base.loc[(m, sp)]
+        collapsed = int(b.collapsed_seeds) if pd.notna(b.collapsed_seeds) else 0
+        row.append(f"{b['mean']:.2f}" + (f" †{collapsed}/{int(b.n_seeds)}" if collapsed else ""))
+    lines.append("| baseline (accuracy) | | " + " | ".join(row) + " |")
+    larger = summary(df).larger
+    for variant in [v for v in dict.fromkeys(df.variant) if v != "baseline"]:
+        for s in settings:
+            if (s, variant) not in larger.index:
+                continue
+            cells_txt = [format_gain(at.loc[(s, variant, m, sp)]) if (s, variant, m, sp) in at.index else "—"
+                         for m, sp in order]  # fmt: skip
+            mark = " ‡" if larger.loc[(s, variant)] else ""
+            lines.append(f"| {variant} | {s}{mark} | " + " | ".join(cells_txt) + " |")
+    precisions = sorted(
+        {p for p in df.get("precision", pd.Series(dtype=str)).dropna() for p in str(p).split()}
+    )
+    lines += [
+        "",
+        "Gain over `baseline` in points, mean ± std of the paired gains over seeds; `~`: within noise "
+        "(|gain| < 2 × std). †k/n: in k of n seeds the mask empties whole layers (layer collapse). "
+        "‡: evaluated with more weights than `baseline` (the jumps kept in the final network). "
+        f"—: not measured. Precision of the runs: {', '.join(precisions) or 'not recorded'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sparsity_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str) -> None:
+    """One panel per mask method: each trick's gain ± spread against sparsity, a line style per setting.
+
+    Colour is the trick, solid the first setting and dashed the others; hollow markers are evaluated
+    with more weights than `baseline`.
+    """
+    methods = list(dict.fromkeys(df.sort_values("sparsity").method))
+    sparsities = sorted(df.sparsity.unique())
+    tricks = [v for v in dict.fromkeys(df.variant) if v != "baseline"]
+    colours = {v: plt.get_cmap("tab10")(i) for i, v in enumerate(tricks)}
+    styles = dict(zip(settings, ["-", "--", ":", "-."] * 2, strict=False))
+    larger = summary(df).larger
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4.2 * len(methods) + 1.8, 3.6), sharey=True, squeeze=False
+    )
+    x = {sp: i for i, sp in enumerate(sparsities)}
+    for ax, method in zip(axes[0], methods, strict=True):
+        for i, variant in enumerate(tricks):
+            for j, s in enumerate(settings):
+                part = df[(df.method == method) & (df.variant == variant) & (df.setting == s)].sort_values(
+                    "sparsity"
+                )
+                if part.empty:
+                    continue
+                xs = np.array([x[sp] for sp in part.sparsity]) + (i * len(settings) + j - 2) * 0.04
+                std = np.nan_to_num(part.gain_std.to_numpy(dtype=float))
+                face = "white" if larger.get((s, variant), False) else colours[variant]
+                ax.errorbar(xs, part.gain, yerr=std, marker="o", capsize=3, ls=styles[s], mfc=face,
+                            color=colours[variant], label=f"{variant} ({s})")  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(sparsities)), [f"{sp:g}" for sp in sparsities])
+        ax.set_xlabel("sparsity")
+        ax.set_title(LABELS.get(method, method), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("gain over baseline (points)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    note = "mean ± std of the paired gains over seeds; hollow: evaluated with more weights"
+    fig.suptitle(f"{title}\n{note}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def parse_setting(text: str) -> tuple[str, Path]:
     """One positional argument, NAME=path/to/table.csv: the name heads its column."""
     name, sep, path = text.partition("=")
@@ -263,19 +363,26 @@ def main(argv: list[str] | None = None) -> None:
         help="settings differ in model or data, so a seed's mask and init differ: no seed-by-seed comparison",
     )  # fmt: skip
     ap.add_argument(
-        "--plot", choices=["means", "cells"], default="means",
+        "--plot", choices=["means", "cells", "sparsity"], default="means",
         help="means: one bar per setting of each trick's mean gain; cells: one panel per cell, each "
-        "trick's gain ± its spread against the settings in order (for ordered settings such as budgets)",
+        "trick's gain ± its spread against the settings in order (for ordered settings such as budgets); "
+        "sparsity: one panel per mask method, each trick's gain against sparsity, a line per setting "
+        "(a setting's name may repeat to join its tables of several sparsities)",
     )  # fmt: skip
     args = ap.parse_args(argv)
-    settings = dict(args.settings)
+    names = list(dict.fromkeys(name for name, _ in args.settings))
+    by_sparsity = args.plot == "sparsity"
     try:
-        df = load(settings)
+        df = load(args.settings, same_cells=not by_sparsity)
     except (FileNotFoundError, ValueError) as e:
         ap.exit(2, f"sweep.compare: {e}\n")
-    write_text(Path(f"{args.out}.md"), to_markdown(df, list(settings), args.title, not args.unpaired))
-    plot = cell_plot if args.plot == "cells" else bar_plot
-    plot(df, list(settings), Path(f"{args.out}.png"), args.title)
+    if by_sparsity:
+        md = sparsity_markdown(df, names, args.title)
+    else:
+        md = to_markdown(df, names, args.title, not args.unpaired)
+    write_text(Path(f"{args.out}.md"), md)
+    plot = {"cells": cell_plot, "sparsity": sparsity_plot}.get(args.plot, bar_plot)
+    plot(df, names, Path(f"{args.out}.png"), args.title)
     print(f"sweep.compare: wrote {args.out}.md, {args.out}.png")
 
 

@@ -41,6 +41,18 @@ def run_dvc(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     return proc.stdout
 
 
+def file_at(rev: str) -> Callable[[str], str | None]:
+    """A reader of files in commit `rev` (an experiment's): the text, or None where it has none."""
+
+    def read(path: str) -> str | None:
+        if not rev:
+            return None
+        proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    return read
+
+
 def start_queue(jobs: int, env: Mapping[str, str] | None = None) -> None:
     """Run `dvc queue start -j N`, its output going to a file rather than a pipe.
 

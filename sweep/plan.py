@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sweep.table import Run
 from tost import config
 from tost.errors import ConfigError
 from tost.resume import run_identity
+from tost.runtime import describe
 
 PRESETS = Path("presets")
 # Everything that determines a run's results: every params section but `report`.
@@ -170,6 +171,21 @@ def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metr
     empty = len(empty) if isinstance(empty, list) else int(empty)  # experiments before the headline layout
     p = params.prune
     return Run(exp.name, p.method, p.sparsity, params.seed, accuracy, empty, weights, exp.rev)
+
+
+def with_machines(run: Run, read: Callable[[str], str | None]) -> Run:
+    """`run` with the machine each variant's record names (`read(path)`: a file of its commit).
+
+    The headline metrics DVC shows carry no machine; the full records in the experiment's commit
+    (metrics/detail/train/<variant>.json) do, since tost records one.
+    """
+    named = {}
+    for variant in run.accuracy:
+        text = read(f"metrics/detail/train/{variant}.json")
+        machine = json.loads(text).get("machine") if text else None
+        if isinstance(machine, dict):
+            named[variant] = describe(machine)
+    return dataclasses.replace(run, machines=named)
 
 
 def match(cells: Sequence[Cell], exps: Sequence[Experiment], variants: Sequence[str], metric: str) -> dict:

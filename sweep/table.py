@@ -51,6 +51,17 @@ class Run:
     empty_layers: int = 0  # layers the mask pruned empty (layer collapse), from metrics/mask.json
     weights: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (trained, evaluated)
     rev: str = ""  # the experiment's git commit (`dvc exp apply` takes it back)
+    machines: dict[str, str] = field(default_factory=dict)  # variant -> the machine that trained it
+
+
+def made_on(runs: Sequence[Run], variant: str) -> tuple[str, str]:
+    """(precisions, machines) of a cell's runs of `variant`: the distinct ones, `; `-joined.
+
+    A cell completed over several sittings may hold runs of two CPUs or precisions; the row says so.
+    """
+    named = sorted({r.machines.get(variant, "unrecorded") for r in runs})
+    precisions = sorted({m.rsplit(", ", 2)[-2] for m in named if m != "unrecorded"} or {"unrecorded"})
+    return " ".join(precisions), "; ".join(named)
 
 
 def _std(values: Sequence[float]) -> float:
@@ -105,6 +116,8 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
                     "weights_evaluated": _weights(have, variant, 1),
                     "experiments": " ".join(r.experiment for r in have),
                     "revs": " ".join(r.rev for r in have),
+                    "precision": made_on(have, variant)[0],
+                    "machines": made_on(have, variant)[1],
                 }
             )
     return pd.DataFrame(rows)
@@ -171,6 +184,11 @@ def to_markdown(
         "`baseline` averaged over paired seeds. `~` marks a gain within noise: |gain| < 2 × std of the",
         "paired gains (always, with one seed). Each cell's experiments are in the CSV (`experiments`).",
     ]
+    machines = sorted(
+        {m for cell in df.get("machines", pd.Series(dtype=str)) for m in str(cell).split("; ") if m}
+    )
+    if machines:
+        lines.append(f"Made on: {'; '.join(machines)} (each row's in the CSV: `precision`, `machines`).")
     if (df.collapsed_seeds > 0).any():
         lines.append(
             "† layer collapse: in k/n of the seeds the mask prunes whole layers empty; they are kept and "

@@ -147,3 +147,27 @@ def test_cells_plot_each_tricks_gain_and_spread_per_cell_in_the_settings_order(t
     img = plt.imread(tmp_path / "c.png")[..., :3]
     assert pixels(img, (0.12, 0.47, 0.71)) > 100 and pixels(img, (1.0, 0.50, 0.05)) > 100  # both tricks
     assert img.shape[1] > 800  # two panels side by side
+
+
+def test_gains_against_sparsity_join_a_settings_tables_and_show_both_protocols(tmp_path):
+    """The sparsity study: 0.95 from one table, 0.99 from another, under one setting name; the
+    original protocol (more weights evaluated) only at 0.99; layer collapse marked on the baseline."""
+    at95 = pd.read_csv(table(tmp_path / "95.csv", {"ghost_skip": (-0.6, -0.3), "tost": (-1.0, -0.7)}))
+    at99 = at95.assign(sparsity=0.99, gain_std=0.5, collapsed_seeds=0)
+    at99.loc[at99.gain.notna(), "gain"] = [1.0, 0.2, 2.0, 0.4]  # ghost_skip, tost for random; then snip
+    at99.loc[(at99.method == "snip") & (at99.variant == "baseline"), "collapsed_seeds"] = 2
+    at99.to_csv(tmp_path / "99.csv", index=False)
+    up = at99[at99.variant != "tost"].assign(gain=[float("nan"), 3.0, float("nan"), 4.0])
+    up.loc[up.variant != "baseline", "weights_evaluated"] = 300
+    up.to_csv(tmp_path / "up.csv", index=False)
+    out = tmp_path / "sp"
+    compare.main([f"default={tmp_path / '95.csv'}", f"default={tmp_path / '99.csv'}",
+                  f"upstream={tmp_path / 'up.csv'}", "--out", str(out), "--plot", "sparsity"])  # fmt: skip
+    md = (tmp_path / "sp.md").read_text()
+    assert "| variant | setting | RP 0.95 | RP 0.99 | SNIP 0.95 | SNIP 0.99 |" in md
+    assert "| baseline (accuracy) | | 70.00 | 70.00 | 71.00 | 71.00 †2/2 |" in md
+    assert "| ghost_skip | default | -0.60 | +1.00 ± 0.50 | -0.30~ | +2.00~ ± 0.50 |" in md
+    assert "| ghost_skip | upstream ‡ | — | +3.00 ± 0.50 | — | +4.00~ ± 0.50 |" in md
+    assert "| tost | default |" in md and "| tost | upstream" not in md  # not trained that way
+    img = plt.imread(tmp_path / "sp.png")[..., :3]
+    assert pixels(img, (0.12, 0.47, 0.71)) > 100 and pixels(img, (1.0, 0.50, 0.05)) > 100  # both tricks

@@ -111,3 +111,33 @@ def test_the_weights_each_variant_trains_and_is_evaluated_with_are_shown():
     )
     md = to_markdown(df, ["baseline", "tost"], ["random"], "t")
     assert "baseline 13.5k → 13.5k, tost 43.2k → 13.5k." in md
+
+
+def test_each_row_names_the_precision_and_machine_its_records_name():
+    """A study completed over sittings on two CPUs says so per row; records without one say so too."""
+    import json
+
+    from sweep import plan
+
+    a = {"cpu": "AMD EPYC 9B14", "cpu_capability": "AVX512", "threads": 1, "torch": "2.14.1",
+         "device": "cpu", "precision": "bf16", "compiled": False}  # fmt: skip
+    b = {**a, "cpu": "Intel(R) Xeon(R) Processor", "precision": "fp32"}
+    files = {("r0", "baseline"): a, ("r0", "tost"): a, ("r1", "baseline"): b}  # r1's tost: no machine
+    runs = [
+        plan.with_machines(
+            Run(f"e{s}", "snip", 0.99, s, {"baseline": 80.0 + s, "tost": 81.0}, rev=f"r{s}"),
+            lambda path, rev=f"r{s}": (
+                json.dumps({"machine": files[(rev, path.split("/")[-1][:-5])]})
+                if (rev, path.split("/")[-1][:-5]) in files
+                else json.dumps({})
+            ),
+        )
+        for s in (0, 1)
+    ]
+    df = aggregate(runs, ["baseline", "tost"])
+    base, tost = row(df, "snip", "baseline"), row(df, "snip", "tost")
+    assert base["precision"] == "bf16 fp32" and "AMD EPYC 9B14 (AVX512)" in base["machines"]
+    assert "Intel(R) Xeon(R) Processor (AVX512)" in base["machines"]
+    assert tost["precision"] == "bf16" and tost["machines"].endswith("; unrecorded")
+    md = to_markdown(df, ["baseline", "tost"], ["snip"], "t")
+    assert "Made on: AMD EPYC 9B14 (AVX512), 1 thread, torch 2.14.1, cpu, bf16, eager; " in md
