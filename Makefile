@@ -7,8 +7,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv repro exps table study budget sparsity fashion wheelhouse test lint format pytest clean-venv
+.PHONY: help venv repro exps table study budget sparsity fashion wheelhouse test lint format pytest clean-venv
 
+## make help: every target, one line each (from these comments)
+help:
+	@awk '/^## make [a-z-]+:/ { sub(/^## make /, ""); t = $$0; sub(/:.*/, "", t); d = $$0; \
+		sub(/^[a-z-]+: /, "", d); sub(/;$$/, "", d); printf "  make %-11s %s\n", t, d }' $(firstword $(MAKEFILE_LIST))
+
+## make venv: create .venv from requirements.txt, or reuse it (every other target does this first)
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -20,30 +26,29 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## make repro: set up .venv and rebuild the result table with DVC (metrics/results.md), then say
-##   whether it reproduced the committed metrics (python -m sweep.reproduce: exactly, or by how much and
-##   on which machines); threads, precision and compile are params, so any command gives the same bits
+## make repro: rebuild the result table with DVC, and say whether it reproduced the committed one;
+##   metrics/results.md, then python -m sweep.reproduce (exactly, or by how much and on which machines); threads,
+##   precision and compile are params, so any command gives the same bits on one machine
 repro: venv
 	$(BIN)/dvc repro
 	@echo "results: metrics/results.md"
 	@cat metrics/results.md
 	@$(BIN)/python -m sweep.reproduce
 
-## make exps: `dvc exp show` in one screen: each experiment and commit, every variant's test accuracy
-##   side by side, and only the params that differ (EXPS_ARGS="-A": every commit's experiments;
-##   EXPS_ARGS="--metric best_val_acc": another headline metric)
+## make exps: the experiments in one screen: every variant's test accuracy, the params that differ
+##   (EXPS_ARGS="-A": every commit's experiments; EXPS_ARGS="--metric best_val_acc": another metric)
 exps: venv
 	@$(BIN)/python -m sweep.exps $(EXPS_ARGS)
 
-## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments
+## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments;
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)
 ##   EXECUTOR=slurm: one SLURM job per experiment, resources from params.yaml report.slurm (docs/cluster.md)
 EXECUTOR := local
 table: venv
 	$(BIN)/python -m sweep $(addprefix --preset ,$(PRESET)) $(if $(QUICK),--quick) --executor $(EXECUTOR) $(TABLE_ARGS)
 
-## make study: the README's schedule study on the CPU: the schedule-study cells under the default
-##   trick windows and the early, late and upstream presets (test and validation tables), then the
+## make study: the schedule study (docs/results.md): when each trick should fade out, on the CPU;
+##   the schedule-study cells under the default trick windows and the early, late and upstream presets (test and validation tables), then the
 ##   side-by-side comparison metrics/schedule-study{,-val}.{md,png}; finished experiments are reused
 STUDY := fashion fashion-cpu schedule-study
 SCHEDULES := early late upstream
@@ -60,11 +65,12 @@ study: venv
 	$(BIN)/python -m sweep.compare --out metrics/schedule-study-val --title "Schedule study: validation accuracy" \
 		default=$(call STUDY_CSV,,-val) $(foreach s,$(SCHEDULES),$(s)=$(call STUDY_CSV,$(s),-val))
 
-## make budget: the README's budget study on the CPU: random and snip at 0.95, 3 seeds, 12,000
+## make budget: the budget study (docs/results.md): the tricks' gains against training length;
+##   random and snip at 0.95, 3 seeds, 12,000
 ##   Fashion-MNIST images, width 16, bf16: 30 epochs (four variants), then 10 (all six); then each
 ##   trick's gain per budget beside the schedule study's 3,000-image, width-8, 10-epoch default:
 ##   metrics/budget-study.{md,png}. Finished experiments are reused, so it can be completed over
-##   several sittings (about 5 h in all here)
+##   several sittings (about 5 h in all on a 2-vCPU AMD EPYC with bf16 units)
 BUDGET := fashion budget
 BUDGET_CSV = metrics/table-fashion-budget-budget-$(1).csv
 budget: venv
@@ -74,7 +80,8 @@ budget: venv
 	$(BIN)/python -m sweep.compare --out metrics/budget-study --title "Budget study: test accuracy" --unpaired --plot cells \
 		"3k-w8-10ep=$(call STUDY_CSV)" "12k-w16-10ep=$(call BUDGET_CSV,10)" "12k-w16-30ep=$(call BUDGET_CSV,30)"
 
-## make sparsity: the README's sparsity study on the CPU: random and snip at 0.99, 3 seeds, the budget
+## make sparsity: the sparsity study (docs/results.md): the tricks at 99 % sparsity, both protocols;
+##   random and snip at 0.99, 3 seeds, the budget
 ##   study's 30-epoch setting (12,000 Fashion-MNIST images, width 16, train.cpu_amp auto); baseline,
 ##   ghost_skip, label_smooth and tost with the default windows, then ghost_skip and tost under the
 ##   original's protocol (upstream windows); then metrics/sparsity-study.{md,png}, each trick's gain
@@ -90,8 +97,8 @@ sparsity: venv
 		"default=$(call BUDGET_CSV,30)" "default=$(call SPARSITY_CSV)" \
 		"upstream=$(call SPARSITY_CSV,-upstream-sparsity-upstream)"
 
-## make fashion: install Fashion-MNIST (Debian's dataset-fashion-mnist, 31 MB) when it is missing,
-##   then print the command that trains one experiment of the fashion preset on it
+## make fashion: install Fashion-MNIST when it is missing, print the command of one experiment on it
+##   (Debian's dataset-fashion-mnist, 31 MB)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 fashion: venv
@@ -102,28 +109,32 @@ fashion: venv
 	@echo "one experiment (CPU sizes): dvc exp run $$($(BIN)/python -m sweep --preset fashion --preset fashion-cpu --set-args)"
 	@echo "the table:                  make table PRESET=\"fashion fashion-cpu\"   (on a GPU: PRESET=fashion)"
 
-## make wheelhouse: wheels of every requirement but torch and torchvision, and of their dependencies,
-##   for an offline GPU node with its own PyTorch (docs/gpu.md); WHEEL_PYTHON=3.12,
+## make wheelhouse: wheels of the requirements but torch, for an offline GPU node (docs/gpu.md);
+##   every requirement but torch and torchvision, and their dependencies with its own PyTorch (docs/gpu.md); WHEEL_PYTHON=3.12,
 ##   WHEEL_PLATFORM=manylinux_2_28_x86_64, WHEEL_EXCLUDE="torch torchvision", WHEELHOUSE=wheelhouse
 wheelhouse: venv
 	bash .ci/wheelhouse.sh
 
-## make test: set up .venv, lint, run the test suite
+## make test: lint and run the test suite (what .ci/run calls)
 test: venv lint pytest
 
+## make lint: ruff check and ruff format --check (what make test and CI run)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## make format: apply ruff's fixes and formatting
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## one test process per core (PYTEST_WORKERS=0: in this process); a file's tests stay in one worker, so
-##   module-scoped fixtures (a DVC repo copy, a SLURM cluster) are built once
+## make pytest: the test suite alone, one test process per core (PYTEST_WORKERS=0: one process);
+##   a file's tests stay in one worker, so module-scoped fixtures (a DVC repo copy, a SLURM cluster)
+##   are built once
 PYTEST_WORKERS := auto
 pytest: venv
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
+## make clean-venv: delete .venv (the next target creates it again)
 clean-venv:
 	rm -rf $(VENV)

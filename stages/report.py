@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages._common import PARAMS, run_stage
-from tost import config, report
+from tost import config, report, tricks
 from tost.io import read_json, write_text
 
 
@@ -21,9 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("records", "detail", "curves", "md", "csv", "plot", "acc_by_epoch", "dead_by_layer",
                  "kept_by_layer"):  # fmt: skip
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True)
+    ap.add_argument("--stale", type=Path, nargs="*", default=[], help="folders of per-variant metrics")
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     variants = list(p.tricks.run)
+    for f in report.stale_files(args.stale, variants, list(tricks.VARIANTS)):
+        f.unlink()  # a variant no longer trained: its metrics must not stay in (or go into) a commit
     report.publish(args.records, args.detail, args.curves, variants)
     mask = args.detail / "mask.json"
     df = report.results_table(

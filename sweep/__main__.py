@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config.load(PARAMS)  # a broken params.yaml is reported as such, before any preset is applied
     workspace = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))
+    warn_if_not_head(workspace)
     presets = [*args.preset, *(["quick"] if args.quick else [])]
     target = plan.apply_presets(workspace, presets)
     params = config.parse(target)
@@ -90,6 +93,24 @@ def main(argv: list[str] | None = None) -> None:
             log.error("table: experiment %s", failure.line())
         found = plan.match(cells, dvc.experiments(dvc.run_dvc, args.all_commits), variants, report.metric)
     write_table(cells, found, params, stem, presets)
+
+
+def warn_if_not_head(workspace: dict) -> None:
+    """One line naming the keys in which the workspace's params.yaml differs from HEAD's, if any.
+
+    Every experiment the sweep plans starts from the workspace's params (a `dvc exp run` leaves its
+    own there), so a left-over `prune.method: file` would silently shape the whole table.
+    """
+    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return  # not a git checkout, or nothing committed: nothing to compare with
+    if keys := plan.changed_keys(yaml.safe_load(proc.stdout) or {}, workspace):
+        shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        print(
+            f"warning: params.yaml differs from HEAD in {shown}; the experiments build on the workspace's "
+            "(`git checkout params.yaml` builds on HEAD's)",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
 
 
 def executor(args: argparse.Namespace, params: config.Params, jobs: int) -> Executor:

@@ -62,6 +62,12 @@ def flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def changed_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two params mappings (or that only one has)."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k, ...) != fb.get(k, ...))
+
+
 def override(raw: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A copy of `raw` with dotted `updates` applied; a key params.yaml does not have is an error.
 

@@ -72,6 +72,23 @@ def test_unknown_key_is_refused(raw_params, section):
         config.parse(raw_params)
 
 
+@pytest.mark.parametrize(("section", "typo", "meant"), [
+    ("prune", "methd", "method"), ("train", "thread", "threads"), ("tricks", "ghost_skp", "ghost_skip"),
+    (None, "trian", "train"),
+])  # fmt: skip
+def test_a_typo_of_a_key_says_which_key_was_meant(raw_params, section, typo, meant):
+    (raw_params if section is None else raw_params[section])[typo] = {} if section in (None, "tricks") else 1
+    with pytest.raises(ConfigError, match=rf"unknown key\(s\) \['{typo}'\] \(did you mean '{meant}'\?\)"):
+        config.parse(raw_params)
+
+
+def test_a_key_like_none_gets_no_guess(raw_params):
+    raw_params["train"]["zzz"] = 1
+    with pytest.raises(ConfigError) as err:
+        config.parse(raw_params)
+    assert "did you mean" not in str(err.value)
+
+
 def test_unknown_top_level_section(raw_params):
     raw_params["trian"] = {}
     with pytest.raises(ConfigError, match="trian"):

@@ -1,7 +1,7 @@
-"""The README's budget-study table says what the committed tables say, cell for cell.
+"""The results' budget-study table (docs/results.md) says what the committed tables say, cell for cell.
 
-The numbers are typed into the README by hand; this catches a table rebuilt (`make budget`) without
-the README, or a number copied wrongly.
+The numbers are typed in by hand; this catches a table rebuilt (`make budget`) without the page, or
+a number copied wrongly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ METHODS = ("random", "snip")  # RP / SNIP, the order the README names
 def readme_table(heading: str) -> list[list[str]]:
     """The first Markdown table after `heading`, as rows of stripped cells (header row included)."""
     block = []
-    for line in (ROOT / "README.md").read_text().split(heading, 1)[1].splitlines():
+    for line in (ROOT / "docs" / "results.md").read_text().split(heading, 1)[1].splitlines():
         if line.startswith("|"):
             block.append([c.strip() for c in line.strip("|").split("|")])
         elif block:
@@ -50,7 +50,7 @@ def expected(df: pd.DataFrame, variant: str) -> str:
 
 
 def test_the_readme_budget_table_is_the_committed_tables():
-    header, *body = readme_table("### Budget study")
+    header, *body = readme_table("## Budget study")
     assert header[1:] == list(SETTINGS)
     tables = {name: pd.read_csv(ROOT / path) for name, path in SETTINGS.items()}
     variants = [re.sub(r"`| accuracy", "", r[0]) for r in body]

@@ -8,11 +8,12 @@ the dotted key that is wrong.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -364,7 +365,8 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     if unknown := sorted(set(raw) - names):
-        raise ConfigError(f"params.yaml: {where}: unknown key(s) {unknown}; expected {sorted(names)}")
+        hint = did_you_mean(unknown, names)
+        raise ConfigError(f"params.yaml: {where}: unknown key(s) {unknown}{hint}; expected {sorted(names)}")
     if missing := sorted(names - set(raw)):
         raise ConfigError(f"params.yaml: {where}: missing key(s) {missing}")
     values = {k: coerce(raw[k], hints[k], f"{where}.{k}") for k in names}
@@ -372,6 +374,12 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         return cls(**values)
     except ValueError as err:  # range and name checks from __post_init__
         raise ConfigError(f"params.yaml: {where}.{err}") from None
+
+
+def did_you_mean(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """` (did you mean 'method'?)` for the closest known key of each typo'd one, or nothing."""
+    close = [m[0] for k in unknown if (m := difflib.get_close_matches(str(k), list(known), n=1, cutoff=0.6))]
+    return f" (did you mean {', '.join(repr(c) for c in dict.fromkeys(close))}?)" if close else ""
 
 
 def _split_options(raw: Any, where: str, registry: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -404,13 +412,18 @@ def parse(raw: Any) -> Params:
         raise ConfigError("params.yaml: the top level must be a mapping of sections")
     top = {"seed", "data", "model", "dense", "prune", "train", "tricks", "analysis", "report"}
     if unknown := sorted(set(raw) - top):
-        raise ConfigError(f"params.yaml: unknown key(s) {unknown}; expected {sorted(top)}")
+        raise ConfigError(
+            f"params.yaml: unknown key(s) {unknown}{did_you_mean(unknown, top)}; expected {sorted(top)}"
+        )
     if missing := sorted(top - set(raw)):
         raise ConfigError(f"params.yaml: missing section(s) {missing}")
     prune_raw, prune_opts = _split_options(raw["prune"], "prune", METHODS)
     tricks_raw, trick_opts = _split_options(raw["tricks"], "tricks", TRICKS)
     if unknown := sorted(set(tricks_raw) - {"run"}):
-        raise ConfigError(f"params.yaml: tricks: unknown key(s) {unknown}; expected run or {sorted(TRICKS)}")
+        hint = did_you_mean(unknown, ["run", *TRICKS])
+        raise ConfigError(
+            f"params.yaml: tricks: unknown key(s) {unknown}{hint}; expected run or {sorted(TRICKS)}"
+        )
     if "run" not in tricks_raw:
         raise ConfigError("params.yaml: tricks: missing key run")
     run = coerce(tricks_raw["run"], tuple[str, ...], "tricks.run")

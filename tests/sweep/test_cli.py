@@ -100,3 +100,22 @@ def test_no_run_with_nothing_finished_is_one_error_and_queues_nothing(stage_dir,
     with pytest.raises(TostError, match="no finished experiment answers any cell of the table; run without"):
         cli.main(["--quick", "--no-run"])
     assert fake_dvc.calls == []  # nothing queued or started
+
+
+def test_a_workspace_that_differs_from_head_is_named_before_anything_runs(stage_dir, capsys):
+    """After an own-mask experiment the workspace keeps `prune.method: file`: the sweep says so."""
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "params.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "params"], check=True)
+    cli.main(["--dry-run", "--quick"])
+    assert "differs from HEAD" not in capsys.readouterr().err
+    raw = yaml.safe_load((stage_dir / "params.yaml").read_text())
+    raw["prune"].update(method="file", path="my-mask.pt")
+    (stage_dir / "params.yaml").write_text(yaml.safe_dump(raw))
+    cli.main(["--set-args", "--quick"])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: params.yaml differs from HEAD in prune.method, prune.path; ")
+    assert err.count("\n") == 1 and "git checkout params.yaml" in err

@@ -1,0 +1,17 @@
+"""`make help` lists every target of the Makefile, one line each, from the Makefile's own comments."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.conftest import ROOT
+
+
+def test_make_help_lists_every_target_once_in_one_line():
+    text = (ROOT / "Makefile").read_text()
+    targets = {m for m in re.findall(r"^([a-z][a-z-]*):", text, flags=re.M)}
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listed = [line.split()[1] for line in out.splitlines()]
+    assert sorted(listed) == sorted(targets) and len(listed) == len(set(listed)), out
+    assert all(len(line.split(maxsplit=2)) == 3 and not line.endswith(";") for line in out.splitlines()), out
