@@ -13,7 +13,16 @@ from pathlib import Path
 
 from stages._common import PARAMS, run_stage
 from tost import __version__, config, tricks
+from tost.errors import ConfigError
 from tost.io import atomic_dir, write_json
+
+# A failed `dvc exp run -S key=value` leaves the value in params.yaml, and DVC leaves git's index with
+# the file's new timestamp, so `git status` may not show it and `git checkout params.yaml` does nothing
+# (docs/troubleshooting.md): the touch makes git look again.
+UNDO = (
+    "a failed `dvc exp run -S` leaves its value in params.yaml, where `git status` may not show it: "
+    "`touch params.yaml && git checkout params.yaml` restores HEAD's, `dvc exp apply NAME` an experiment's"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", type=Path, help="a file per variant: the trick options it trains with")
     args = ap.parse_args(argv)
-    p = config.load(PARAMS)
+    try:
+        p = config.load(PARAMS)
+    except ConfigError as err:
+        raise ConfigError(f"{err}; {UNDO}") from None
     if args.variants is not None:
         with atomic_dir(args.variants) as folder:
             for variant in p.tricks.run:

@@ -160,6 +160,7 @@ def test_the_files_of_a_variant_no_longer_trained_are_gone(repo):
 
 def _clean(repo: Path) -> None:
     """Back to the committed params and outputs (`exp run` leaves its own in the workspace)."""
+    run(repo, "touch", "params.yaml")  # a failed `exp run` can leave it changed where git does not look
     run(repo, "git", "checkout", "--", ".")
     run(repo, "dvc", "checkout", "-q", check=False)
 
@@ -270,10 +271,29 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
         errors = [
             ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error: params.yaml")
         ]
-        assert errors == ["error: params.yaml: prune.sparsity must be in [0, 1), got 1.5"]
+        assert [e.split("; ")[0] for e in errors] == [
+            "error: params.yaml: prune.sparsity must be in [0, 1), got 1.5"
+        ]
         assert (repo / "artifacts" / "data" / "train.pt").stat().st_mtime_ns == before
     finally:
         (repo / "params.yaml").write_text(params_text)
+
+
+def test_a_failed_exp_run_says_how_to_get_back_and_that_way_works(repo):
+    """A bad `-S` value stays in params.yaml after DVC gives up, hidden from `git status` when it has the
+    length of the old one; the error line's recovery brings HEAD's params back and the next run works."""
+    _clean(repo)
+    try:
+        bad = run(repo, "dvc", "exp", "run", "-S", "prune.sparsity=1.5", check=False)
+        (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("error: params.yaml")]
+        assert "`touch params.yaml && git checkout params.yaml` restores HEAD's" in line
+        assert "sparsity: 1.5" in (repo / "params.yaml").read_text()
+        run(repo, "touch", "params.yaml")
+        run(repo, "git", "checkout", "params.yaml")
+        assert "sparsity: 1.5" not in (repo / "params.yaml").read_text()
+        run(repo, "dvc", "exp", "run", "-n", "after-bad", "-S", "prune.method=snip")
+    finally:
+        _clean(repo)
 
 
 def test_table_reuses_experiments_and_queues_the_rest(repo):
