@@ -13,7 +13,7 @@ import pandas as pd
 
 from stages._common import PARAMS, run_stage
 from tost import config, report, tricks
-from tost.io import read_json, write_text
+from tost.io import read_json, write_json, write_text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
                  "kept_by_layer"):  # fmt: skip
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True)
     ap.add_argument("--stale", type=Path, nargs="*", default=[], help="folders of per-variant metrics")
+    ap.add_argument("--accuracy", type=Path, help="each variant's test accuracy, one short key each")
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     variants = list(p.tricks.run)
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
     ]
     report.write_results(df, args.md, args.csv, title, notes)
+    if args.accuracy is not None:
+        write_json(args.accuracy, report.accuracies(variants, args.detail / "train"))
     curves = {v: pd.read_csv(args.curves / f"{v}.csv") for v in variants}
     report.plot_curves(curves, args.plot, title)
     write_text(args.acc_by_epoch, report.test_acc_by_epoch(curves).to_csv(index=False))

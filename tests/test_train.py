@@ -266,3 +266,18 @@ def test_a_damaged_resume_file_of_this_run_stops_it_in_one_line(tmp_path, damage
         variant_trainer("baseline", epochs=2, batch_size=32).fit(resume)
     message = str(info.value)
     assert message.startswith(f"{resume.path(first.name)}: ") and fragment in message and "\n" not in message
+
+
+def test_the_epoch_line_says_elapsed_time_and_eta_and_a_skipped_test_as_a_dash(params, tiny_data, caplog):
+    cfg = dataclasses.replace(params.train, epochs=8, test_every_epoch=False)
+    t = Trainer(_net(), _mask(_net()), tiny_data, params.data, cfg, [], Runtime.cpu(), 0)
+    with caplog.at_level("INFO"):
+        rows = [t.run_epoch() for _ in range(8)]
+    lines = [r.message for r in caplog.records if " ep " in r.message]
+    assert len(lines) == 8 and all("elapsed " in ln and ", ETA " in ln for ln in lines)
+    assert lines[-1].endswith("ETA 0s)")  # nothing left
+    skipped = [row["test_acc"] != row["test_acc"] for row in rows]  # NaN: the test split was skipped
+    assert any(skipped) and not all(skipped)
+    for skip, line in zip(skipped, lines, strict=True):
+        assert ("test -" in line) == skip and "nan" not in line
+    assert [train_module.clock(s) for s in (0, 45.4, 65, 3600 * 2 + 180)] == ["0s", "45s", "1m05s", "2h03m"]

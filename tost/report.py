@@ -136,6 +136,17 @@ def collapse_note(mask_metrics: Path) -> list[str]:
     ]
 
 
+def accuracies(
+    variants: Sequence[str], train_dir: Path, key: str = "test_acc"
+) -> dict[str, dict[str, float]]:
+    """`{"acc": {variant: test accuracy}}`: one short, unique column per variant in `dvc exp show`.
+
+    DVC names a metric by its file only where the key is ambiguous (`metrics/train/baseline.json:
+    test_acc`, 36 characters), so six variants never fit a terminal; `acc.baseline` does.
+    """
+    return {"acc": {v: read_json(train_dir / f"{v}.json")[key] for v in variants}}
+
+
 def stale_files(folders: Sequence[Path], variants: Sequence[str], known: Sequence[str]) -> list[Path]:
     """Files in `folders` named after a variant of `known` that `variants` (tricks.run) no longer lists.
 

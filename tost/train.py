@@ -58,6 +58,14 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)  # what the epoch hooks kept (Trainer.extra)
 
 
+def clock(seconds: float) -> str:
+    """`1m05s`, `2h03m`, `45s`: a duration a person reads at a glance."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch LR: ×gamma at each milestone (the paper's 90/135 of 182), or cosine to 0."""
     if cfg.schedule == "cosine":
@@ -146,6 +154,8 @@ class Trainer:
         self.epoch = 0
         self.train_time = 0.0
         self.checkpoint_time = 0.0  # writing resume files: wall time the step time does not show
+        self.wall_time = 0.0  # this process's epochs, wall clock: the progress line's elapsed and ETA
+        self.resumed_at = 0  # epochs a resume file brought (not timed by this process)
         # State of the `on_epoch_end` hooks (a rewind snapshot, a pruning schedule): saved in the
         # resume file with the mask, so a resumed run continues exactly where the killed one stopped.
         self.extra: dict[str, Any] = {}
@@ -258,12 +268,25 @@ class Trainer:
             "wall_seconds": time.perf_counter() - wall,  # with evaluation and the tricks' epoch hooks
         }
         self.history.append(row)
-        log.info(
-            "%s ep %d/%d loss %.3f acc %.1f%% val %.1f%% test %.1f%% lr %.4f %.2fs %.0f img/s (wall %.2fs)",
-            self.name, self.epoch, self.cfg.epochs, train_loss, train_acc, val_acc, test_acc, lr,
-            seconds, row["images_per_s"], row["wall_seconds"],
-        )  # fmt: skip
+        self.wall_time += row["wall_seconds"]
+        log.info("%s", self.progress_line(row))
         return row
+
+    def progress_line(self, row: Mapping[str, float]) -> str:
+        """One epoch's line: its numbers (`-` for a test split it skipped), the run's elapsed time, ETA.
+
+        The ETA is the mean wall time of this process's epochs times the epochs left, evaluation and
+        the tricks' hooks included; a resumed run counts the epochs since it resumed.
+        """
+        done = len(self.history) - self.resumed_at
+        eta = self.wall_time / max(done, 1) * (self.cfg.epochs - self.epoch)
+        test = "-" if math.isnan(row["test_acc"]) else f"{row['test_acc']:.1f}%"
+        return (
+            f"{self.name} ep {self.epoch}/{self.cfg.epochs} loss {row['train_loss']:.3f} "
+            f"acc {row['train_acc']:.1f}% val {row['val_acc']:.1f}% test {test} lr {row['lr']:.4f} "
+            f"{row['seconds']:.2f}s {row['images_per_s']:.0f} img/s (wall {row['wall_seconds']:.2f}s; "
+            f"elapsed {clock(self.wall_time)}, ETA {clock(eta)})"
+        )
 
     # -- resume --------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -317,6 +340,7 @@ class Trainer:
                     f"{where}: a damaged resume file ({first_line(err)}); delete it"
                 ) from None
             log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, where)
+            self.resumed_at = len(self.history)
             self._tricks_at(self.epoch - 1)
         every = self.cfg.checkpoint_every
         while self.epoch < self.cfg.epochs:

@@ -329,3 +329,30 @@ def test_mask_stage_runs_every_method(method, stage_data, tmp_path, monkeypatch)
     torch.manual_seed(raw["seed"])
     fresh = build("resnet20", 10, (1, 8, 8), 4).state_dict()
     assert torch.equal(init["conv1.weight"], fresh["conv1.weight"]) == (method != "lt-rewind")
+
+
+def test_a_long_mask_search_says_where_it_is(monkeypatch, caplog):
+    """GraSP and SynFlow print progress with elapsed time and an ETA (at most every few seconds)."""
+    from tost.sparsity.methods import base
+
+    ticks = iter(range(0, 1000, 3))
+    progress = base.Progress("grasp", 4, clock=lambda: float(next(ticks)))
+    with caplog.at_level("INFO"):
+        for i in range(1, 5):
+            progress.step(i, "batches")
+    lines = [r.message for r in caplog.records]
+    assert lines == [
+        "grasp: 2/4 batches, 6s, ETA 6s",
+        "grasp: 4/4 batches, 12s, ETA 0s",
+    ]  # every 5 s, the last
+
+
+@pytest.mark.parametrize("name", ["grasp", "synflow"])
+def test_grasp_and_synflow_report_their_progress(name, monkeypatch, caplog):
+    from tost.sparsity.methods import base
+
+    monkeypatch.setattr(base, "PROGRESS_EVERY", 0.0)
+    with caplog.at_level("INFO"):
+        find(name, make_ctx())
+    lines = [r.message for r in caplog.records if r.message.startswith(f"{name}: ")]
+    assert len(lines) >= 2 and lines[-1].split(",")[-1].strip() == "ETA 0s", lines

@@ -165,6 +165,11 @@ def _clean(repo: Path) -> None:
     run(repo, "dvc", "checkout", "-q", check=False)
 
 
+# The README's `dvc exp show` for a terminal: each experiment, every variant's test accuracy, the params
+# that differ. DVC matches --drop as a full regex over the column names, and --keep would outrank
+# --only-changed, so every column but these is dropped and --only-changed removes the equal params.
+EXP_SHOW = ("dvc", "exp", "show", "--only-changed", "--drop",
+            r"(?!Experiment$|acc\.|seed$|(data|model|dense|prune|train|tricks)\.).*")  # fmt: skip
 VIEW_VARIANTS = 6  # the default `tricks.run`; this copy trains fewer, so per-variant counts are scaled up
 
 
@@ -219,6 +224,18 @@ def _views(repo: Path) -> None:
         "test_acc"
     ]
     assert row[2] == f"{acc:.2f}" and row[columns.index("prune.sparsity")] == "0.85"
+
+    table = run(repo, *EXP_SHOW).stdout  # the README's terminal-sized `dvc exp show`
+    lines = table.splitlines()
+    missing = [
+        v for v in ("baseline", "soft_act", "ghost_skip", "label_smooth", "lrsi", "tost") if v not in variants
+    ]
+    assert max(map(len, lines)) + sum(len(f"acc.{v}") + 3 for v in missing) <= 160, table  # as with six
+    assert "Experiment" in lines[1] and all(f"acc.{v}" in lines[1] for v in variants), table
+    assert "prune.sparsity" in lines[1] and "train.lr" not in lines[1], table  # only what differs
+    (sp85,) = [ln for ln in lines if "[sp85]" in ln]
+    accs = json.loads((repo / "metrics" / "accuracy.json").read_text())["acc"]  # exp run's
+    assert f"{accs[variants[0]]:.5g}"[:5] in sp85, (sp85, accs)
 
     run(repo, "dvc", "plots", "show", "-o", "dvc_plots")
     head = run(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()

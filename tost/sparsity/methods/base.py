@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -30,6 +31,30 @@ if TYPE_CHECKING:  # config imports the method registry for its names and option
 log = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor]
+
+
+PROGRESS_EVERY = 5.0  # seconds between a long mask search's progress lines
+
+
+class Progress:
+    """Lines of a long loop (GraSP's batches, SynFlow's iterations): where it is, elapsed, ETA.
+
+    At most one every `PROGRESS_EVERY` seconds, and one at the end, so a quick search prints one line
+    and a minute-long one says that it is moving.
+    """
+
+    def __init__(self, name: str, total: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.name, self.total, self.clock = name, total, clock
+        self.start = self.last = clock()
+
+    def step(self, done: int, what: str = "") -> None:
+        now = self.clock()
+        if done < self.total and now - self.last < PROGRESS_EVERY:
+            return
+        self.last, elapsed = now, now - self.start
+        eta = elapsed / max(done, 1) * (self.total - done)
+        log.info("%s: %d/%d%s, %.0fs, ETA %.0fs", self.name, done, self.total, f" {what}" if what else "",
+                 elapsed, eta)  # fmt: skip
 
 
 class TrainFn(Protocol):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tost.errors import MaskError
-from tost.sparsity.methods.base import Batch, PruneContext, Scored
+from tost.sparsity.methods.base import Batch, Progress, PruneContext, Scored
 from tost.sparsity.schedule import Scores
 
 
@@ -50,17 +50,20 @@ def hessian_gradient(
     if not batches:
         raise MaskError("the pruning data loader gave no batches; check prune.batches and prune.batch_size")
     alive = [(p.detach() != 0).to(p.dtype) for p in params]
+    progress = Progress("grasp", 2 * len(batches))
     g = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches, 1):
         for acc, grad in zip(g, _grads(F.cross_entropy(net(x) / temperature, y), params), strict=True):
             acc.add_(grad.detach())
+        progress.step(i, "batches (gradient, then Hessian-gradient)")
     g = [gi * a for gi, a in zip(g, alive, strict=True)]
     hg = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches, len(batches) + 1):
         grads = _grads(F.cross_entropy(net(x) / temperature, y), params, create_graph=True)
         z = sum((gi * gc).sum() for gi, gc in zip(g, grads, strict=True))
         for acc, h in zip(hg, _grads(z, params), strict=True):
             acc.add_(h)
+        progress.step(i, "batches (gradient, then Hessian-gradient)")
     return hg
 
 

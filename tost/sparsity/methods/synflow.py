@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from tost.sparsity.mask import Mask
-from tost.sparsity.methods.base import Finder, PruneContext, Pruned
+from tost.sparsity.methods.base import Finder, Progress, PruneContext, Pruned
 from tost.sparsity.schedule import Scores, select
 
 
@@ -72,12 +72,14 @@ def find_mask(ctx: PruneContext, opts: Options) -> Pruned:
     weights = ctx.weights(net)
     dense = {n: w.detach().clone() for n, w in weights.items()}
     mask: Mask | None = None
-    for s in density_schedule(ctx.sparsity, opts.iters):
+    progress = Progress("synflow", opts.iters)
+    for i, s in enumerate(density_schedule(ctx.sparsity, opts.iters), 1):
         if mask is not None:
             with torch.no_grad():
                 for n, w in weights.items():
                     w.copy_(dense[n] * mask.tensors[n].to(w.device))
         mask = select(synflow_scores(net, weights, ctx.input_shape), s, ctx.scope, previous=mask)
+        progress.step(i, "iterations")
     assert mask is not None
     return Pruned(mask)
 
