@@ -31,7 +31,7 @@ from tost.io import atomic_path, write_text
 
 COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
 PER_SEED = ["seeds", "values"]  # optional: tables made before they were recorded lack them
-OPTIONAL = ["gain_std", "collapsed_seeds", "precision", *PER_SEED]
+OPTIONAL = ["gain_std", "collapsed_seeds", "diverged_seeds", "precision", *PER_SEED]
 
 
 def load(settings: Mapping[str, Path] | Sequence[tuple[str, Path]], same_cells: bool = True) -> pd.DataFrame:
@@ -251,6 +251,12 @@ def cell_plot(df: pd.DataFrame, settings: Sequence[str], path: Path, title: str)
     plt.close(fig)
 
 
+def _gain_cell(row: pd.Series) -> str:
+    """A gain, with §k where k of its seeds diverged (the variant's, not baseline's)."""
+    diverged = row.get("diverged_seeds")
+    return format_gain(row) + (f" §{int(diverged)}" if pd.notna(diverged) and diverged else "")
+
+
 def sparsity_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> str:
     """Rows: each trick under each setting; columns: method × sparsity; cells: gain ± spread.
 
@@ -275,14 +281,16 @@ def sparsity_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> 
     for m, sp in order:
         b = base.loc[(m, sp)]
         collapsed = int(b.collapsed_seeds) if pd.notna(b.collapsed_seeds) else 0
-        row.append(f"{b['mean']:.2f}" + (f" †{collapsed}/{int(b.n_seeds)}" if collapsed else ""))
+        diverged = int(b.diverged_seeds) if pd.notna(b.get("diverged_seeds")) else 0
+        row.append(f"{b['mean']:.2f}" + (f" †{collapsed}/{int(b.n_seeds)}" if collapsed else "")
+                   + (f" §{diverged}" if diverged else ""))  # fmt: skip
     lines.append("| baseline (accuracy) | | " + " | ".join(row) + " |")
     larger = summary(df).larger
     for variant in [v for v in dict.fromkeys(df.variant) if v != "baseline"]:
         for s in settings:
             if (s, variant) not in larger.index:
                 continue
-            cells_txt = [format_gain(at.loc[(s, variant, m, sp)]) if (s, variant, m, sp) in at.index else "—"
+            cells_txt = [_gain_cell(at.loc[(s, variant, m, sp)]) if (s, variant, m, sp) in at.index else "—"
                          for m, sp in order]  # fmt: skip
             mark = " ‡" if larger.loc[(s, variant)] else ""
             lines.append(f"| {variant} | {s}{mark} | " + " | ".join(cells_txt) + " |")
@@ -294,6 +302,8 @@ def sparsity_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> 
         "Gain over `baseline` in points, mean ± std of the paired gains over seeds; `~`: within noise "
         "(|gain| < 2 × std). †k/n: in k of n seeds the mask empties whole layers (layer collapse). "
         "‡: evaluated with more weights than `baseline` (the jumps kept in the final network). "
+        "§k: in k seeds the variant's loss became non-finite and its run stopped there, with the "
+        "epochs before as its result (`train.on_divergence: stop`). "
         f"—: not measured. Precision of the runs: {', '.join(precisions) or 'not recorded'}.",
         "",
     ]

@@ -165,7 +165,7 @@ def leads(cells: Sequence[Cell]) -> set[str]:
 
 def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metric: str) -> Run | None:
     """The table's view of one experiment; None unless every variant's metrics are present."""
-    accuracy, weights = {}, {}
+    accuracy, weights, diverged = {}, {}, {}
     for variant in variants:
         data = exp.metrics.get(f"metrics/train/{variant}.json") or {}
         if not isinstance(data.get(metric), int | float):
@@ -173,10 +173,14 @@ def as_run(exp: Experiment, params: config.Params, variants: Sequence[str], metr
         accuracy[variant] = float(data[metric])
         if "weights_trained" in data:
             weights[variant] = (int(data["weights_trained"]), int(data["weights_evaluated"]))
+        if data.get("diverged_epoch"):
+            diverged[variant] = int(data["diverged_epoch"])
     empty = (exp.metrics.get("metrics/mask.json") or {}).get("empty_layers") or 0
     empty = len(empty) if isinstance(empty, list) else int(empty)  # experiments before the headline layout
     p = params.prune
-    return Run(exp.name, p.method, p.sparsity, params.seed, accuracy, empty, weights, exp.rev)
+    return Run(
+        exp.name, p.method, p.sparsity, params.seed, accuracy, empty, weights, exp.rev, diverged=diverged
+    )
 
 
 def with_machines(run: Run, read: Callable[[str], str | None]) -> Run:

@@ -52,6 +52,7 @@ class Run:
     weights: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (trained, evaluated)
     rev: str = ""  # the experiment's git commit (`dvc exp apply` takes it back)
     machines: dict[str, str] = field(default_factory=dict)  # variant -> the machine that trained it
+    diverged: dict[str, int] = field(default_factory=dict)  # variant -> epoch its loss went non-finite
 
 
 def made_on(runs: Sequence[Run], variant: str) -> tuple[str, str]:
@@ -112,6 +113,7 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
                     "gain_std": gain_std,
                     "within_noise": noisy,
                     "collapsed_seeds": sum(r.empty_layers > 0 for r in have),
+                    "diverged_seeds": sum(variant in r.diverged for r in have),
                     "weights_trained": _weights(have, variant, 0),
                     "weights_evaluated": _weights(have, variant, 1),
                     "experiments": " ".join(r.experiment for r in have),
@@ -134,6 +136,8 @@ def _cell(row: pd.Series, variant: str) -> str:
         return "—"
     text = f"{row['mean']:.2f}" if row.n_seeds == 1 else f"{row['mean']:.2f} ± {row['std']:.2f}"
     text += f" ({row.n_seeds})"
+    if row.get("diverged_seeds", 0):
+        text += f" §{int(row.diverged_seeds)}"
     if variant != "baseline" and not math.isnan(row.gain):
         text += f" {row.gain:+.2f}{'~' if row.within_noise else ''}"
     return text
@@ -193,6 +197,12 @@ def to_markdown(
         lines.append(
             "† layer collapse: in k/n of the seeds the mask prunes whole layers empty; they are kept and "
             "trained (metrics/mask.json `empty_layers`)."
+        )
+    if (df.get("diverged_seeds", pd.Series(dtype=int)) > 0).any():
+        lines.append(
+            "§k: in k of the seeds the loss became non-finite and training stopped there "
+            "(`train.on_divergence: stop`); their number is that of the epochs before (the best "
+            "validation epoch's)."
         )
     lines.append("")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ def test_every_train_and_dense_headline_key_is_in_what_training_reports():
         history, sparsity=0.9, mask_sparsity=0.9, images_per_epoch=10, train_time=1.0, device="cpu"
     )
     summary.update(weights_trained=10, weights_evaluated=10)  # what Trainer.finish adds
+    summary.update(diverged_epoch=2, diverged_step=1)  # and, after `on_divergence: stop`, this
     assert set(metrics.TRAIN) <= set(summary)
     assert set(metrics.DENSE) <= set(summary)
 

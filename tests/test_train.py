@@ -172,7 +172,7 @@ def test_cpu_autocast_is_opt_in_and_keeps_the_mask(params, tiny_data):
 
 
 def _tiny_run(raw_params, **train):
-    raw_params["train"].update(epochs=3, batch_size=16, eval_batch_size=64, lr=0.05, **train)
+    raw_params["train"].update({"epochs": 3, "batch_size": 16, "eval_batch_size": 64, "lr": 0.05, **train})
     p = config.parse(raw_params)
     net = _net()
     return p, net, Mask.ones(prunable(net))
@@ -190,6 +190,30 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_epoch(tmp
     kept = load_tensors(resume.path("train"))
     assert kept["epoch"] == 1
     assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("test_every_epoch", [True, False])
+def test_on_divergence_stop_ends_with_the_last_good_epochs_network_and_says_where(
+    raw_params, tiny_data, test_every_epoch
+):
+    """`train.on_divergence: stop`: the run that diverged in epoch 3 is the 2-epoch run, plus a note."""
+    same_lr = {"schedule": "multistep", "milestones": [], "test_every_epoch": test_every_epoch}
+    p, net, mask = _tiny_run(raw_params, epochs=4, on_divergence="stop", **same_lr)
+    two = _tiny_run(raw_params, epochs=2, **same_lr)[0].train
+
+    def poison(trainer) -> None:  # from epoch 3 on, every loss is NaN
+        if trainer.epoch == 2:
+            trainer.loss = lambda logits, *_: logits.sum() * float("nan")
+
+    stopped = fit(net, mask, tiny_data, p.data, p.train, on_epoch_end=poison)
+    clean = fit(_net(), mask, tiny_data, p.data, two)
+    assert (stopped.summary["diverged_epoch"], stopped.summary["diverged_step"]) == (3, 1)
+    assert "diverged_epoch" not in clean.summary
+    same = {k: v for k, v in stopped.summary.items() if not k.startswith(("diverged", "train_seconds",
+            "images_per_s", "wall_seconds", "checkpoint_seconds"))}  # fmt: skip
+    assert same == {k: clean.summary[k] for k in same}  # the numbers of the two epochs that finished
+    for a, b in zip(stopped.model.state_dict().values(), clean.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("max_norm", [0.0, 0.05])

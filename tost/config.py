@@ -136,6 +136,7 @@ class TrainConfig:
     checkpoint_every: int
     nproc: int
     threads: int
+    on_divergence: Literal["error", "stop"]
 
     def __post_init__(self) -> None:
         if not 1 <= self.threads <= 1024:

@@ -26,6 +26,7 @@ TRAIN = (
     "weights_evaluated",
     "train_seconds",
     "images_per_s",
+    "diverged_epoch",  # only in a run that `train.on_divergence: stop` ended early
 )
 DENSE = ("test_acc", "final_test_acc", "best_val_acc", "best_epoch", "train_seconds", "images_per_s")
 MASK = ("method", "requested_sparsity", "sparsity", "empty_layers")

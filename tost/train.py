@@ -98,6 +98,17 @@ def check_state(state: Mapping[str, Any], where: object) -> None:
         )
 
 
+class Diverged(TrainingError):
+    """The loss of a step became NaN or infinite (`train.on_divergence` says what happens next)."""
+
+    def __init__(self, name: str, epoch: int, step: int) -> None:
+        super().__init__(
+            f"{name}: loss became non-finite at epoch {epoch}, step {step}; "
+            "the last good epoch's checkpoint is kept. Lower train.lr or set train.max_grad_norm"
+        )
+        self.epoch, self.step = epoch, step
+
+
 class Trainer:
     """Holds the pieces of one training run so that epochs, checkpoints and resume share them."""
 
@@ -159,6 +170,7 @@ class Trainer:
         # State of the `on_epoch_end` hooks (a rewind snapshot, a pruning schedule): saved in the
         # resume file with the mask, so a resumed run continues exactly where the killed one stopped.
         self.extra: dict[str, Any] = {}
+        self.diverged: tuple[int, int] | None = None  # (epoch, step) where `on_divergence: stop` stopped
 
     def set_mask(self, mask: Mask) -> None:
         """Switch to a new mask mid-training (gradual pruning): zero newly pruned weights from now on."""
@@ -232,10 +244,7 @@ class Trainer:
         mean_loss, acc, bad_step = self.sums.read(self.train_loader.num_images, rt.world_size)
         seconds = time.perf_counter() - start
         if bad_step >= 0:
-            raise TrainingError(
-                f"{self.name}: loss became non-finite at epoch {epoch + 1}, step {bad_step + 1}; "
-                "the last good epoch's checkpoint is kept. Lower train.lr or set train.max_grad_norm"
-            )
+            raise Diverged(self.name, epoch + 1, bad_step + 1)
         return mean_loss, acc, seconds
 
     def run_epoch(self) -> dict[str, float]:
@@ -342,9 +351,16 @@ class Trainer:
             log.info("%s: resumed after epoch %d from %s", self.name, self.epoch, where)
             self.resumed_at = len(self.history)
             self._tricks_at(self.epoch - 1)
-        every = self.cfg.checkpoint_every
+        every, stop = self.cfg.checkpoint_every, self.cfg.on_divergence == "stop"
         while self.epoch < self.cfg.epochs:
-            self.run_epoch()
+            good = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if stop else None
+            try:
+                self.run_epoch()
+            except Diverged as err:
+                if good is None or not self.history:  # nothing trained yet: no result to keep
+                    raise
+                self._stop(err, good)
+                break
             if on_epoch_end is not None:
                 on_epoch_end(self)
             due = self.epoch % every == 0 and self.epoch < self.cfg.epochs  # the last: `finish` follows
@@ -357,6 +373,23 @@ class Trainer:
         if resume is not None and self.rt.rank == 0 and discard:
             resume.discard(self.name)  # the finished checkpoint is now the artifact
         return result
+
+    def _stop(self, err: Diverged, good: dict[str, Tensor]) -> None:
+        """End the run with the last good epoch's network: a study's divergence is a result to record.
+
+        At 99 % sparsity a trick can blow a network up (ghost skips, when the jumps go); failing would
+        lose the experiment's other variants. The summary's numbers are then those of the epochs that
+        finished, as the protocol reads them (the best validation epoch's test accuracy), and the
+        record says where it diverged.
+        """
+        self.model.load_state_dict(good)
+        self._tricks_at(self.epoch - 1)  # the tricks as they were in that epoch, for `finish`
+        self.diverged = (err.epoch, err.step)
+        log.warning("%s: loss became non-finite at epoch %d, step %d; stopped with epoch %d's network "
+                    "(train.on_divergence: stop)", self.name, err.epoch, err.step, self.epoch)  # fmt: skip
+        last = self.history[-1]
+        if math.isnan(last["test_acc"]):  # test_every_epoch: false left the last good epoch untested
+            last["test_loss"], last["test_acc"] = self.evaluations[1](self.graph_key())
 
     def _tricks_at(self, epoch: int) -> None:
         """The tricks' state of `epoch` (their schedules are functions of the epoch alone).
@@ -417,6 +450,8 @@ class Trainer:
         )
         for t in self.tricks:
             summary.update(t.metrics())
+        if self.diverged is not None:
+            summary.update(diverged_epoch=self.diverged[0], diverged_step=self.diverged[1])
         if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
             raise TrainingError(f"{self.name}: non-finite summary metrics: {summary}")
         return FitResult(model=model, history=self.history, summary=summary, mask=self.mask, extra=self.extra)

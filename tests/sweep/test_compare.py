@@ -156,8 +156,10 @@ def test_gains_against_sparsity_join_a_settings_tables_and_show_both_protocols(t
     at99 = at95.assign(sparsity=0.99, gain_std=0.5, collapsed_seeds=0)
     at99.loc[at99.gain.notna(), "gain"] = [1.0, 0.2, 2.0, 0.4]  # ghost_skip, tost for random; then snip
     at99.loc[(at99.method == "snip") & (at99.variant == "baseline"), "collapsed_seeds"] = 2
+    at99["diverged_seeds"] = 0
+    at99.loc[(at99.method == "random") & (at99.variant == "ghost_skip"), "diverged_seeds"] = 1
     at99.to_csv(tmp_path / "99.csv", index=False)
-    up = at99[at99.variant != "tost"].assign(gain=[float("nan"), 3.0, float("nan"), 4.0])
+    up = at99[at99.variant != "tost"].assign(gain=[float("nan"), 3.0, float("nan"), 4.0], diverged_seeds=0)
     up.loc[up.variant != "baseline", "weights_evaluated"] = 300
     up.to_csv(tmp_path / "up.csv", index=False)
     out = tmp_path / "sp"
@@ -166,7 +168,9 @@ def test_gains_against_sparsity_join_a_settings_tables_and_show_both_protocols(t
     md = (tmp_path / "sp.md").read_text()
     assert "| variant | setting | RP 0.95 | RP 0.99 | SNIP 0.95 | SNIP 0.99 |" in md
     assert "| baseline (accuracy) | | 70.00 | 70.00 | 71.00 | 71.00 †2/2 |" in md
-    assert "| ghost_skip | default | -0.60 | +1.00 ± 0.50 | -0.30~ | +2.00~ ± 0.50 |" in md
+    assert (
+        "| ghost_skip | default | -0.60 | +1.00 ± 0.50 §1 | -0.30~ | +2.00~ ± 0.50 |" in md
+    )  # a seed diverged
     assert "| ghost_skip | upstream ‡ | — | +3.00 ± 0.50 | — | +4.00~ ± 0.50 |" in md
     assert "| tost | default |" in md and "| tost | upstream" not in md  # not trained that way
     img = plt.imread(tmp_path / "sp.png")[..., :3]

@@ -102,6 +102,24 @@ def test_collapsed_masks_are_flagged_with_the_seeds_they_hit():
     assert "†" not in to_markdown(aggregate(runs_two_seeds(), ["baseline"]), ["baseline"], ["random"], "t")
 
 
+def test_a_diverged_seed_is_counted_and_marked_in_its_cell():
+    runs = [
+        *runs_two_seeds(),
+        Run("s1", "snip", 0.9, 1, {"baseline": 70.0, "tost": 10.0}, diverged={"tost": 15}),
+    ]
+    df = aggregate(runs, ["baseline", "tost"], ["random", "snip"])
+    assert (
+        row(df, "snip", "tost")["diverged_seeds"] == 1 and row(df, "snip", "baseline")["diverged_seeds"] == 0
+    )
+    md = to_markdown(df, ["baseline", "tost"], ["random", "snip"], "t")
+    (snip,) = [ln for ln in md.splitlines() if ln.startswith("| SNIP")]
+    assert (
+        snip.split(" | ")[2].split(" ")[4] == "§1" and "§" not in snip.split(" | ")[1]
+    )  # tost's, not baseline's
+    assert "§k: in k of the seeds the loss became non-finite" in md
+    assert "§" not in to_markdown(aggregate(runs_two_seeds(), ["baseline"]), ["baseline"], ["random"], "t")
+
+
 def test_the_weights_each_variant_trains_and_is_evaluated_with_are_shown():
     w = {"baseline": (13_500, 13_500), "tost": (43_196, 13_500)}
     runs = [Run("r0", "random", 0.95, 0, {"baseline": 90.0, "tost": 91.0}, weights=w, rev="abc")]
