@@ -55,11 +55,25 @@ def read(rev: str) -> tuple[Metrics, list[dict[str, Any]]]:
     return metrics, machines
 
 
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with its nested numbers at the top (metrics/accuracy.json's `acc.baseline`).
+
+    Each number is then compared, and named, on its own, not as one dict.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
 def compared(a: Metrics, b: Metrics) -> dict[str, tuple[Any, Any]]:
     """(file:key) -> (A's value, B's value) for every number but timings, in either side."""
     out: dict[str, tuple[Any, Any]] = {}
     for path in sorted(set(a) | set(b)):
-        ra, rb = a.get(path, {}), b.get(path, {})
+        ra, rb = _flat(a.get(path, {})), _flat(b.get(path, {}))
         for key in sorted(set(ra) | set(rb)):
             if not any(t in key for t in TIMING):
                 out[f"{path.removeprefix('metrics/')}:{key}"] = (ra.get(key), rb.get(key))
@@ -82,12 +96,14 @@ def verdict(a: Metrics, b: Metrics, a_machines: list, b_machines: list, names: t
     number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
     gaps = {k: abs(v[1] - v[0]) for k, v in tests.items() if number(v[0]) and number(v[1])}
     worst = max(gaps, key=gaps.__getitem__) if gaps else None
-    where = (
-        f"largest test-accuracy difference {gaps[worst]:.2f} points ({worst}: {tests[worst][0]:.2f} -> "
-        f"{tests[worst][1]:.2f}) over {len(gaps)} test accuracies"
-        if worst is not None
-        else "no test accuracy in common"
-    )
+    if worst is not None and gaps[worst] > 0:
+        where = (
+            f"largest test-accuracy difference {gaps[worst]:.2f} points ({worst}: {tests[worst][0]:.2f} -> "
+            f"{tests[worst][1]:.2f}) over {len(gaps)} test accuracies"
+        )
+    else:  # a value only one side has (a metric added since), or one that is not a test accuracy
+        key, (old, new) = next(iter(differ.items()))
+        where = f"no test accuracy differs ({len(gaps)} in common); first differing: {key}: {old} -> {new}"
     return (
         f"different: {len(differ)} of {len(values)} metric values of {names[1]} differ from {names[0]}'s; "
         f"{where}; {names[0]} made on {machines_line(a_machines)}, {names[1]} on {machines_line(b_machines)}"

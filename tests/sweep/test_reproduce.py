@@ -42,6 +42,16 @@ def test_one_changed_value_is_named_with_its_difference_and_both_machines():
     assert "workspace on Intel(R) Xeon(R) Processor (AVX512), 1 thread" in line
 
 
+def test_a_metric_only_one_side_has_is_named_when_no_accuracy_differs():
+    added = {**_metrics(), "metrics/accuracy.json": {"acc": {"baseline": 98.05, "tost": 97.21}}}
+    line = reproduce.verdict(_metrics(), added, [MACHINE_A], [MACHINE_A], ("HEAD", "workspace"))
+    assert line.startswith("different: 2 of 10 metric values of workspace differ from HEAD's; ")
+    assert (
+        "no test accuracy differs (5 in common); first differing: accuracy.json:acc.baseline: None -> 98.05"
+        in line
+    )
+
+
 def test_records_without_a_machine_are_said_to_be_unrecorded():
     line = reproduce.verdict(_metrics(), _metrics(97.0), [], [MACHINE_B], ("v1", "v2"))
     assert "v1 made on a machine it does not record, v2 on Intel(R) Xeon(R) Processor" in line
