@@ -1,7 +1,7 @@
 """What every stage shares: logging, the one-line error for user mistakes, and the process's runtime.
 
-This is glue, not library: it may hold process state (the GPU slot lock), which the library never
-does; `stages._torchrun` starts processes.
+This is glue, not library: `stages._device` holds process state (the GPU slot lock), which the
+library never does; `stages._torchrun` starts processes.
 """
 
 from __future__ import annotations
@@ -11,17 +11,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import torch
 
 from tost import config
-from tost.config import TrainConfig
 from tost.errors import TostError
-from tost.runtime import Runtime
 
 PARAMS = Path("params.yaml")
-_HELD: list[IO[bytes]] = []  # the GPU slot this process claimed; the kernel frees it when we exit
 
 
 def run_stage(main: Callable[[], None], threads: bool = True) -> None:
@@ -58,31 +54,3 @@ def set_threads(threads: int, env: str | None) -> None:
 def data_files(folder: Path) -> list[Path]:
     """The prepared data's files, in a fixed order: part of every run identity that reads them."""
     return sorted(f for f in folder.iterdir() if f.is_file())
-
-
-def runtime(cfg: TrainConfig, nproc: int = 1, layout: bool = True) -> Runtime:
-    """This process's runtime; first, when a sweep runs experiments in parallel, a GPU slot of its own.
-
-    The sweep sets the lock directory (`stages._slots`); a single process that will use CUDA claims a
-    slot there and keeps it until it exits. torchrun workers get their GPUs from torchrun instead.
-    """
-    if cfg.device != "cpu" and torch.cuda.is_available() and nproc == 1 and "LOCAL_RANK" not in os.environ:
-        from stages import _slots as slots  # only the sweep's experiments pay for it
-
-        if (asked := slots.requested(os.environ)) is not None:
-            index, handle = slots.claim(asked[0], torch.cuda.device_count(), asked[1])
-            _HELD.append(handle)
-            torch.cuda.set_device(index)
-    rt = Runtime.from_config(cfg, nproc, layout)
-    set_cudnn_benchmark(cfg, rt)
-    return rt
-
-
-def set_cudnn_benchmark(cfg: TrainConfig, rt: Runtime) -> None:
-    """`train.cudnn_benchmark` on CUDA: process-wide torch state, so it is set here, not in the library.
-
-    The step's shapes never change (a captured graph replays them), so cuDNN's autotuning in the
-    warm-up steps pays for itself; on the CPU the flag means nothing and is left alone.
-    """
-    if rt.device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark

@@ -17,12 +17,14 @@ def torchrun_command(nproc: int, module: str, args: Sequence[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def relaunch(nproc: int, module: str, args: Sequence[str]) -> None:
+def relaunch(nproc: int, module: str, args: Sequence[str] | None) -> None:
     """Run `module` again under torchrun with `nproc` workers and wait; a failure is one clear error.
 
-    The workers print their own error lines; this adds the one that says the launch as a whole failed,
-    so the stage still ends with a single `error:` line of its own and a non-zero exit code.
+    `args` None: this process's own command-line arguments, as `argparse` reads them then. The
+    workers print their own error lines; this adds the one that says the launch as a whole failed, so
+    the stage still ends with a single `error:` line of its own and a non-zero exit code.
     """
+    args = sys.argv[1:] if args is None else args
     rc = subprocess.run(torchrun_command(nproc, module, args), check=False).returncode
     if rc != 0:
         raise TrainingError(

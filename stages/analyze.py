@@ -3,7 +3,8 @@
 import argparse
 from pathlib import Path
 
-from stages._common import PARAMS, run_stage, runtime
+from stages._common import PARAMS, run_stage
+from stages._device import runtime
 from tost import analysis, config, data, metrics, models, tricks
 from tost.loader import eval_loaders
 

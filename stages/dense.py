@@ -7,9 +7,9 @@ with the same seed, data, model and train settings the cached network instead of
 import argparse
 from pathlib import Path
 
-from stages._common import PARAMS, data_files, run_stage, runtime
-from tost import config, data, dense, metrics
-from tost.io import save_tensors
+from stages._common import PARAMS, data_files, run_stage
+from stages._device import runtime
+from tost import config, data, dense, metrics, models
 from tost.resume import ResumeDir, run_identity
 from tost.sparsity.mask import measured_stats, prunable
 
@@ -24,10 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     rt = runtime(p.train)
     prepared = data.load_prepared(args.data)
     model = dense.initial(p, prepared)
-    meta = {"arch": p.model.arch, "width": p.model.width}
-    save_tensors(
-        args.out / "init.pt", {"format": "tost-init/1", **meta, "state_dict": dense.cpu_state(model)}
-    )
+    models.to_file(args.out / "init.pt", model, p.model, "init")
     trained = args.out / "trained.pt"
     record = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
     record["machine"] = rt.machine()
@@ -38,10 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         identity = run_identity(p, dense.SECTIONS, data_files(args.data), exclude=dense.NOT_READ)
         resume = ResumeDir(args.resume, identity) if args.resume else None
         result = dense.fit(p, prepared, model, rt, resume, discard=False)
-        state = dense.cpu_state(result.model)
-        save_tensors(
-            trained, {"format": "tost-checkpoint/1", **meta, "variant": "dense", "state_dict": state}
-        )
+        models.to_file(trained, result.model, p.model, "checkpoint", variant="dense")
         record.update(result.summary)
     metrics.write(record, metrics.DENSE, args.metrics, args.detail)
     if resume is not None:

@@ -9,7 +9,8 @@ after a kill continues from there and ends with the same outputs. DIR is emptied
 import argparse
 from pathlib import Path
 
-from stages._common import PARAMS, data_files, run_stage, runtime
+from stages._common import PARAMS, data_files, run_stage
+from stages._device import runtime
 from tost import config, data, metrics, models
 from tost.io import save_tensors
 from tost.prune import find

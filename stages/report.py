@@ -33,20 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     df = report.results_table(
         variants, mask, args.detail / "train", args.detail / "analysis", args.detail / "dense.json"
     )
-    d = read_json(args.detail / "data.json")
-    title = (
-        f"{p.model.arch} (width {p.model.width}) on {p.data.name}, {p.prune.method} mask at "
-        f"sparsity {p.prune.sparsity} ({p.prune.scope}), {p.train.epochs} epochs, seed {p.seed}"
-    )
-    notes = [
-        f"Data: {d['sizes']['train']} train / {d['sizes']['val']} val / {d['sizes']['test']} test images.",
-        "Test accuracy is taken at the epoch of best validation accuracy; 'final' is the last epoch.",
-        "Measured sparsity counts exact zeros of the trained weights over the prunable layers.",
-        *report.collapse_note(mask),
-        *report.machine_note(
-            [args.detail / "dense.json", mask, *(args.detail / "train" / f"{v}.json" for v in variants)]
-        ),
-    ]
+    title, notes = report.title(p), report.notes(args.detail, mask, variants)
     report.write_results(df, args.md, args.csv, title, notes)
     if args.accuracy is not None:
         write_json(args.accuracy, report.accuracies(variants, args.detail / "train"))

@@ -6,13 +6,13 @@ its shard, and rank 0 alone writes the checkpoint, metrics, curve and resume fil
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from stages._common import PARAMS, data_files, run_stage, runtime
+from stages._common import PARAMS, data_files, run_stage
+from stages._device import runtime
 from stages._torchrun import relaunch
 from tost import config, data, distributed, metrics, models, tricks
-from tost.io import save_tensors, write_csv
+from tost.io import write_csv
 from tost.resume import ResumeDir, run_identity
 from tost.runtime import seed_everything
 from tost.sparsity.mask import Mask
@@ -22,7 +22,6 @@ SECTIONS = ("seed", "data", "model", "train")  # with the variant's tricks, the 
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("variant")
     for name in ("data", "mask", "init", "ckpt", "metrics", "detail", "curve", "resume"):
@@ -48,10 +47,8 @@ def main(argv: list[str] | None = None) -> None:
                           name=f"train[{variant}]")  # fmt: skip
         result = trainer.fit(resume, discard=False)
         if rt.rank == 0:
-            state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
             kept = tricks.kept(variant, used)  # tricks still on in the last epoch stay in the network
-            meta = {"format": "tost-checkpoint/1", "arch": p.model.arch, "width": p.model.width, "kept": kept}
-            save_tensors(args.ckpt, {**meta, "variant": variant, "state_dict": state})
+            models.to_file(args.ckpt, result.model, p.model, "checkpoint", kept=kept, variant=variant)
             record = {"variant": variant, **result.summary, "machine": rt.machine()}
             metrics.write(record, metrics.TRAIN, args.metrics, args.detail)
             write_csv(args.curve, result.history)

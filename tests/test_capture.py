@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from stages._common import set_cudnn_benchmark
+from stages._device import set_cudnn_benchmark
 from tests.conftest import Imitation, random_mask, repo_params, tiny_net, tiny_prepared, variant_trainer
 from tost import config
 from tost.resume import ResumeDir

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from torch import Tensor, nn
+from torch import nn
 
 from tost import models
 from tost.config import Params
@@ -48,8 +48,3 @@ def fit(
     cfg = dataclasses.replace(p.train, epochs=p.dense.epochs)
     trainer = Trainer(model, Mask.ones(prunable(model)), prepared, p.data, cfg, [], rt, p.seed, NAME)
     return trainer.fit(resume, discard=discard)
-
-
-def cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    """A detached CPU copy of the state dict: what init and checkpoint files hold."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

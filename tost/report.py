@@ -9,12 +9,15 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from tost.io import atomic_path, read_json, write_text
 from tost.runtime import describe
+
+if TYPE_CHECKING:
+    from tost.config import Params
 
 COLUMNS = {
     "variant": "variant",
@@ -123,6 +126,26 @@ def dead_by_layer(variants: Sequence[str], analysis_dir: Path) -> pd.DataFrame:
                 sites.setdefault(site, {})[v] = stats["zero_fraction"]
     rows = [{"index": i, "layer": site, **by} for i, (site, by) in enumerate(sites.items())]
     return pd.DataFrame(rows, columns=["index", "layer", *variants])
+
+
+def title(p: Params) -> str:
+    """What the result table is of: model, data, mask, training length and seed, in one line."""
+    return (
+        f"{p.model.arch} (width {p.model.width}) on {p.data.name}, {p.prune.method} mask at "
+        f"sparsity {p.prune.sparsity} ({p.prune.scope}), {p.train.epochs} epochs, seed {p.seed}"
+    )
+
+
+def notes(detail: Path, mask: Path, variants: Sequence[str]) -> list[str]:
+    """The lines under the table: the splits' sizes, how to read it, layer collapse, the machines."""
+    d = read_json(detail / "data.json")
+    return [
+        f"Data: {d['sizes']['train']} train / {d['sizes']['val']} val / {d['sizes']['test']} test images.",
+        "Test accuracy is taken at the epoch of best validation accuracy; 'final' is the last epoch.",
+        "Measured sparsity counts exact zeros of the trained weights over the prunable layers.",
+        *collapse_note(mask),
+        *machine_note([detail / "dense.json", mask, *(detail / "train" / f"{v}.json" for v in variants)]),
+    ]
 
 
 def collapse_note(mask_metrics: Path) -> list[str]:

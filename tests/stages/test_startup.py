@@ -31,3 +31,9 @@ def test_stage_help_imports_nothing_heavy(stage):
     loaded = set(eval(out.strip().splitlines()[-1]))
     assert "torch" in loaded and "tost" in loaded  # the probe saw the stage's imports
     assert not loaded & set(HEAVY), f"stages.{stage} --help imported {sorted(loaded & set(HEAVY))}"
+
+
+def test_stage_files_stay_thin():
+    """A stage reads params, calls the library and writes its outs: 60 lines at most (the README's aim)."""
+    long = {p.name: n for p in (ROOT / "stages").glob("*.py") if (n := len(p.read_text().splitlines())) > 60}
+    assert not long, long

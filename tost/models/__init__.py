@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from tost.errors import CheckpointError
-from tost.io import load_tensors
+from tost.io import load_tensors, save_tensors
 from tost.models import resnet_cifar, vgg
 from tost.models.resnet_cifar import ActFactory
 
@@ -81,3 +81,14 @@ def from_file(
         model = extend(model, obj)
     load_weights(model, obj, str(path), f"model.arch={cfg.arch} width={cfg.width}")
     return model
+
+
+def to_file(path: str | os.PathLike[str], model: nn.Module, cfg: ModelConfig, kind: str, **meta: Any) -> None:
+    """An init (`kind="init"`) or checkpoint file that `from_file` reads back.
+
+    The state dict goes in as a CPU copy, with what the model was built as, so that a file made for
+    another model is refused in one line instead of loading into the wrong shapes.
+    """
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    obj = {"format": f"tost-{kind}/1", "arch": cfg.arch, "width": cfg.width, **meta, "state_dict": state}
+    save_tensors(path, obj)
