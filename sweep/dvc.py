@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 Dvc = Callable[[Sequence[str]], str]  # runs `dvc <args>`, returns stdout, raises TostError on failure
 STATUSES = ("Queued", "Running", "Success", "Failed")
 MAX_RESTARTS = 3  # of the queue workers within one wait, before the sweep gives up
+STATUS_TRIES = 3  # `dvc queue status` in a row that may fail before the sweep gives up
 DVC = (sys.executable, "-m", "dvc")  # the dvc of this environment, whatever PATH holds
 
 
@@ -137,7 +138,7 @@ def queue_state(dvc: Dvc) -> tuple[dict[str, str], int | None]:
     """
     out: dict[str, str] = {}
     workers = None
-    for line in dvc(["queue", "status"]).splitlines():
+    for line in _read_status(dvc).splitlines():
         words = line.split()
         if len(words) >= 3 and words[-1] in STATUSES:
             out[words[1]] = words[-1]  # Task Name Created(…) Status; unnamed tasks are never ours
@@ -145,6 +146,23 @@ def queue_state(dvc: Dvc) -> tuple[dict[str, str], int | None]:
         if found:
             workers = int(found[1]) + int(found[2])
     return out, workers
+
+
+def _read_status(dvc: Dvc, pause: float = 1.0) -> str:
+    """`dvc queue status`'s output, read again when it fails.
+
+    Read while a worker starts a task it can fail once ("Having any troubles?"; seen in a test sweep
+    of one experiment); it is only a read, so a failure ends the sweep only when it repeats.
+    """
+    for attempt in range(1, STATUS_TRIES + 1):
+        try:
+            return dvc(["queue", "status"])
+        except TostError as err:
+            if attempt == STATUS_TRIES:
+                raise
+            log.info("table: %s; reading it again", err)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def queue_status(dvc: Dvc) -> dict[str, str]:

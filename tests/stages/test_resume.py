@@ -19,7 +19,7 @@ from stages import train as train_stage
 from tests.conftest import same_tensors
 from tests.sparsity.contexts import make_ctx
 from tests.stages.conftest import edit_params, env, kill_env, mask_args, train_cmd, workdir
-from tost import data
+from tost import data, models
 from tost.io import load_tensors
 from tost.resume import ResumeDir
 from tost.sparsity.mask import Mask
@@ -238,14 +238,14 @@ def test_a_killed_dense_stage_resumes_and_its_resume_file_outlives_the_training(
         with pytest.raises(Killed):
             dense_stage.main(args("killed"))
     with monkeypatch.context() as m:  # killed after training, while writing trained.pt: nothing lost
-        real = dense_stage.save_tensors
+        real = models.save_tensors
 
         def save(path, obj):
             if path.name == "trained.pt":
                 raise Killed
             return real(path, obj)
 
-        m.setattr(dense_stage, "save_tensors", save)
+        m.setattr(models, "save_tensors", save)
         caplog.set_level(logging.INFO)
         with pytest.raises(Killed):
             dense_stage.main(args("killed"))

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from stages import _common
+from stages import _device
 from stages import _slots as slots
 from tests.conftest import ROOT
 from tost import config
@@ -66,12 +66,12 @@ def test_stage_glue_claims_a_gpu_of_its_own_in_a_parallel_sweep(tmp_path, monkey
     monkeypatch.setenv(slots.LOCK_DIR, str(tmp_path))
     monkeypatch.setenv(slots.PER_GPU, "1")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.setattr(_common, "_HELD", [])
+    monkeypatch.setattr(_device, "_HELD", [])
     cfg = dataclasses.replace(config.parse(raw_params).train, device="cuda")
-    first, second = _common.runtime(cfg), _common.runtime(cfg)
+    first, second = _device.runtime(cfg), _device.runtime(cfg)
     assert (first.device.index, second.device.index) == (0, 1)
-    _common._HELD[0].close()  # the first experiment ended
-    assert _common.runtime(cfg).device.index == 0
+    _device._HELD[0].close()  # the first experiment ended
+    assert _device.runtime(cfg).device.index == 0
 
 
 def test_without_a_sweep_nothing_is_claimed(tmp_path):

@@ -70,3 +70,26 @@ def test_old_commits_are_opt_in():
     dvc.experiments(lambda args: calls.append(list(args)) or "[]")
     dvc.experiments(lambda args: calls.append(list(args)) or "[]", all_commits=True)
     assert "-A" not in calls[0] and "-A" in calls[1]
+
+
+def test_a_failed_queue_status_is_read_again_and_only_repeated_failures_end_the_sweep(monkeypatch):
+    monkeypatch.setattr(dvc.time, "sleep", lambda _: None)
+    table = "Task  Name  Created  Status\nabc1234  cell-a  06:28 PM  Running\n"
+    outcomes = [TostError("dvc queue status ... failed: Having any troubles?"), table]
+
+    def flaky(args):
+        out = outcomes.pop(0)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    assert dvc.queue_status(flaky) == {"cell-a": "Running"}
+    calls = []
+
+    def broken(args):
+        calls.append(args)
+        raise TostError("dvc queue status ... failed: Having any troubles?")
+
+    with pytest.raises(TostError, match="Having any troubles"):
+        dvc.queue_status(broken)
+    assert len(calls) == dvc.STATUS_TRIES
