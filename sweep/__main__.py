@@ -4,7 +4,8 @@ Each cell of the sweep (method, sparsity, seed; see params.yaml `report`) is one
 trains every variant of `tricks.run`. Cells that a finished experiment of this commit already answers
 are reused; the rest run through an executor (`sweep.executor`): DVC's local queue (`dvc queue start
 -j report.jobs`), or with `--executor slurm` one SLURM job per cell (`sweep.slurm`). The table is then
-built from `dvc exp show --json` alone, whichever executor ran the experiments.
+built from `dvc exp show --json`, whichever executor ran the experiments, and with `--all-commits`
+from the experiments earlier tables archived in git (`sweep.archive`, `metrics/experiments/`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import argparse
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from stages._common import PARAMS, run_stage
-from sweep import dvc, plan
+from sweep import archive, dvc, plan
 from sweep.executor import Executor, LocalQueue, Order, cores, default_jobs
 from sweep.slurm import Slurm, with_cpus
 from sweep.table import aggregate, gain_heatmap, sparsity_plot, to_markdown, write_outputs
@@ -39,7 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="local: DVC's queue on this machine; slurm: one SLURM job per experiment (report.slurm)",
     )  # fmt: skip
     ap.add_argument("--no-run", action="store_true", help="only tabulate experiments that already exist")
-    ap.add_argument("--all-commits", action="store_true", help="also reuse earlier commits' experiments")
+    ap.add_argument(
+        "--all-commits",
+        action="store_true",
+        help="also reuse earlier commits' experiments and the archived ones",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print what would be reused and queued")
     ap.add_argument(
         "--set-args", action="store_true",
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     stem = args.out or "metrics/table" + "".join(f"-{Path(n).stem}" for n in presets)
 
     cells = plan.plan(target)
-    found = plan.match(cells, dvc.experiments(dvc.run_dvc, args.all_commits), variants, report.metric)
+    kept = {a.experiment.name: a for a in archive.load()} if args.all_commits else {}
+    found = answered(cells, args.all_commits, kept, variants, report.metric)
     missing = [c for c in cells if c.name not in found]
     log.info(
         "table: %d experiments (%d methods × %d sparsities × %d seeds), %d found, %d to run, %d at once",
@@ -80,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     if args.dry_run:
         for cell in cells:
-            if cell.name in found:
+            if cell.name in found and found[cell.name][1].cut:
+                print(f"cut    {cell.name}  (recorded: {found[cell.name][1].cut})")
+            elif cell.name in found:
                 print(f"reuse  {cell.name}  <- experiment {found[cell.name][0].name}")
             else:
                 overrides = " ".join(plan.set_args(workspace, cell.params))
@@ -89,10 +98,33 @@ def main(argv: list[str] | None = None) -> None:
     if missing and not args.no_run:
         leads = plan.leads(missing) if params.dense.epochs > 0 else set()
         orders = [Order(c.name, tuple(plan.set_args(workspace, c.params)), c.name in leads) for c in missing]
+        by_name = {c.name: c for c in missing}
         for failure in executor(args, params, jobs).run(orders):
-            log.error("table: experiment %s", failure.line())
-        found = plan.match(cells, dvc.experiments(dvc.run_dvc, args.all_commits), variants, report.metric)
-    write_table(cells, found, params, stem, presets)
+            if not failure.cut:
+                log.error("table: experiment %s", failure.line())
+                continue
+            log.warning("table: %s: its mask cuts the network, recorded as a result", failure.name)
+            archive.save_cut(failure.name, by_name[failure.name].params, failure.last_line)
+            kept[failure.name] = next(a for a in archive.load() if a.experiment.name == failure.name)
+        found = answered(cells, args.all_commits, kept, variants, report.metric)
+    write_table(cells, found, params, stem, presets, kept)
+
+
+def answered(cells: list[plan.Cell], all_commits: bool, kept: dict, variants: list[str], metric: str) -> dict:
+    """Cell name -> (Experiment, Run) for the cells already answered.
+
+    DVC's finished experiments come first, then the archive's (`kept`), then the cells whose mask
+    was recorded to cut the network.
+    """
+    exps = [*dvc.experiments(dvc.run_dvc, all_commits), *(a.experiment for a in kept.values() if not a.cut)]
+    cut = [(a.experiment, a.cut) for a in kept.values() if a.cut]
+    return {**plan.match_cut(cells, cut), **plan.match(cells, exps, variants, metric)}
+
+
+def reader(exp: dvc.Experiment, kept: dict[str, archive.Archived]) -> Callable[[str], str | None]:
+    """Where `exp`'s commit files are read: the archive's kept parts, or git for a live experiment."""
+    a = kept.get(exp.name)
+    return a.read if a is not None and a.experiment is exp else dvc.file_at(exp.rev)
 
 
 def warn_if_not_head(workspace: dict) -> None:
@@ -123,14 +155,18 @@ def executor(args: argparse.Namespace, params: config.Params, jobs: int) -> Exec
 
 
 def write_table(
-    cells: list[plan.Cell], found: dict, params: config.Params, stem: str, presets: list[str]
+    cells: list[plan.Cell], found: dict, params: config.Params, stem: str, presets: list[str], kept: dict
 ) -> None:
-    """The markdown, CSV and plots of every answered cell; an error names the unanswered ones."""
-    runs = [
-        plan.with_machines(found[c.name][1], dvc.file_at(found[c.name][1].rev))
-        for c in cells
-        if c.name in found
-    ]
+    """The markdown, CSV and plots of every answered cell; an error names the unanswered ones.
+
+    Each answered cell's experiment is archived (`sweep.archive`) so that a later sitting, in a clone
+    without this one's experiment refs, still finds it.
+    """
+    answered = [found[c.name] for c in cells if c.name in found]
+    runs = [plan.with_machines(run, reader(exp, kept)) for exp, run in answered]
+    for exp, _ in answered:
+        if exp.name not in kept or kept[exp.name].experiment is not exp:
+            archive.save(exp, dvc.file_at(exp.rev))
     if not runs:
         raise TostError("no finished experiment answers any cell of the table; run without --no-run")
     variants, report = list(params.tricks.run), params.report

@@ -34,6 +34,16 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+def why(log: str) -> str:
+    """The line of a stage's log that says why it failed, else its last line.
+
+    tost's stages say it in one `error: ...` line, which DVC follows with a vaguer `ERROR: failed to
+    reproduce`: the last line alone would hide the reason.
+    """
+    errors = [line.strip() for line in log.splitlines() if line.startswith("error: ")]
+    return errors[-1] if errors else last_line(log)
+
+
 def run_dvc(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """Run `dvc` and return its stdout; a failure becomes one error with DVC's own last line."""
     proc = subprocess.run([*DVC, *args], capture_output=True, text=True, env=env, check=False)

@@ -20,6 +20,7 @@ from stages import _slots as slots
 from sweep import dvc
 
 log = logging.getLogger("sweep")
+NO_PATH = "leaves no path from input to output"  # in the mask stage's error (tost.prune.check_collapse)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Failure:
 
     def line(self) -> str:
         return f"{self.name}: {self.job} {self.state}; log {self.log}: {self.last_line}"
+
+    @property
+    def cut(self) -> bool:
+        """Its mask leaves no path from input to output (`tost.prune`): a result, not a fault."""
+        return NO_PATH in self.last_line
 
 
 class Executor(Protocol):
@@ -99,7 +105,7 @@ class LocalQueue:
 
     def _failure(self, name: str) -> Failure:
         try:
-            last = dvc.last_line(self.run_dvc(["queue", "logs", name]))
+            last = dvc.why(self.run_dvc(["queue", "logs", name]))
         except Exception as err:  # the failure is reported either way
             last = f"(log not readable: {err})"
         return Failure(name, "DVC queue task", "Failed", f"`dvc queue logs {name}`", last)

@@ -198,20 +198,43 @@ def with_machines(run: Run, read: Callable[[str], str | None]) -> Run:
     return dataclasses.replace(run, machines=named)
 
 
+def _parsed(exp: Experiment, report: Any) -> config.Params | None:
+    """`exp`'s params under the sweep's own report section; None when not comparable.
+
+    The sweep's report section replaces the experiment's: it holds no training knob, and an
+    experiment made before a report key existed (report.slurm) must stay reusable.
+    """
+    if exp.params is None:
+        return None
+    try:
+        return config.parse({**exp.params, "report": report or exp.params.get("report")})
+    except ConfigError:
+        return None  # made by another version of the params layout
+
+
 def match(cells: Sequence[Cell], exps: Sequence[Experiment], variants: Sequence[str], metric: str) -> dict:
     """Cell name -> (Experiment, Run) for every cell some finished experiment already answers."""
     by_identity: dict[str, tuple[Experiment, Run]] = {}
-    # The sweep's own report section replaces the experiment's: it holds no training knob, and an
-    # experiment made before a report key existed (report.slurm) must stay reusable.
     report = cells[0].params["report"] if cells else None
     for exp in exps:
-        if exp.params is None:
-            continue
-        try:
-            params = config.parse({**exp.params, "report": report or exp.params.get("report")})
-        except ConfigError:
-            continue  # made by another version of the params layout: not comparable
-        run = as_run(exp, params, variants, metric)
+        params = _parsed(exp, report)
+        run = as_run(exp, params, variants, metric) if params is not None else None
         if run is not None:
+            by_identity.setdefault(run_identity(params, TRAINING), (exp, run))
+    return {c.name: by_identity[c.identity] for c in cells if c.identity in by_identity}
+
+
+def match_cut(cells: Sequence[Cell], cut: Sequence[tuple[Experiment, str]]) -> dict:
+    """Cell name -> (Experiment, Run) for cells whose mask was found to leave no path (`reason`).
+
+    Such a network's output cannot depend on its input, so no variant is trained: the Run has no
+    accuracies and says why, and the table counts the seed as cut instead of missing.
+    """
+    report = cells[0].params["report"] if cells else None
+    by_identity = {}
+    for exp, reason in cut:
+        if (params := _parsed(exp, report)) is not None:
+            p = params.prune
+            run = Run(exp.name, p.method, p.sparsity, params.seed, {}, rev=exp.rev, cut=reason)
             by_identity.setdefault(run_identity(params, TRAINING), (exp, run))
     return {c.name: by_identity[c.identity] for c in cells if c.identity in by_identity}

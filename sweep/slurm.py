@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweep.dvc import last_line
+from sweep.dvc import last_line, why
 from sweep.executor import Failure, Order
 from tost.config import SlurmConfig
 from tost.errors import TostError
@@ -307,7 +307,7 @@ def _error(proc: subprocess.CompletedProcess) -> str:
 
 def _tail(path: Path) -> str:
     try:
-        return last_line(path.read_text(encoding="utf-8", errors="replace"))
+        return why(path.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return "(no log written)"
 

@@ -53,6 +53,7 @@ class Run:
     rev: str = ""  # the experiment's git commit (`dvc exp apply` takes it back)
     machines: dict[str, str] = field(default_factory=dict)  # variant -> the machine that trained it
     diverged: dict[str, int] = field(default_factory=dict)  # variant -> epoch its loss went non-finite
+    cut: str = ""  # why the mask leaves no path from input to output; then no variant was trained
 
 
 def made_on(runs: Sequence[Run], variant: str) -> tuple[str, str]:
@@ -113,6 +114,7 @@ def aggregate(runs: Iterable[Run], variants: Sequence[str], methods: Sequence[st
                     "gain_std": gain_std,
                     "within_noise": noisy,
                     "collapsed_seeds": sum(r.empty_layers > 0 for r in have),
+                    "cut_seeds": " ".join(str(r.seed) for r in seeded if r.cut),
                     "diverged_seeds": sum(variant in r.diverged for r in have),
                     "weights_trained": _weights(have, variant, 0),
                     "weights_evaluated": _weights(have, variant, 1),
@@ -158,7 +160,9 @@ def _label(rows: pd.DataFrame, method: str) -> str:
     """The paper's label, with † k/n when the mask collapsed layers in k of the n seeds."""
     label = LABELS.get(method, method)
     collapsed, seeds = int(rows.collapsed_seeds.max()), int(rows.n_seeds.max())
-    return f"{label} † {collapsed}/{seeds}" if collapsed else label
+    label = f"{label} † {collapsed}/{seeds}" if collapsed else label
+    cut = str(rows.cut_seeds.iloc[0]) if "cut_seeds" in rows and rows.cut_seeds.notna().any() else ""
+    return f"{label} ‡ seed {cut}" if cut.strip() else label
 
 
 METRICS = {
@@ -197,6 +201,12 @@ def to_markdown(
         lines.append(
             "† layer collapse: in k/n of the seeds the mask prunes whole layers empty; they are kept and "
             "trained (metrics/mask.json `empty_layers`)."
+        )
+    if df.get("cut_seeds", pd.Series(dtype=str)).fillna("").astype(str).str.strip().any():
+        lines.append(
+            "‡ seed k: the mask of seed k leaves no path from input to output (a layer that nothing "
+            "bypasses is pruned empty), so the network's output cannot depend on its input; no variant "
+            "is trained and the seed is left out of the means (its reason: metrics/experiments/)."
         )
     if (df.get("diverged_seeds", pd.Series(dtype=int)) > 0).any():
         lines.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sweep.executor import NO_PATH
 from tests.conftest import SHAPE, params, tiny_net, tiny_prepared
 from tost.errors import MaskError
 from tost.prune import find
@@ -80,3 +81,4 @@ def test_a_cut_network_is_refused_naming_the_layer(tmp_path):
     ) as err:
         _find(tmp_path, ["conv1.weight", "layers.0.1.conv1.weight"])
     assert "\n" not in str(err.value)
+    assert NO_PATH in str(err.value)  # what the sweep reads to record the cell as cut, not failed
