@@ -21,7 +21,7 @@ $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
 		| grep -v "is ignored: it is neither a file nor a directory" || true
-	$(BIN)/python -c "import torch, torchvision, dvc, yaml, pandas, matplotlib, sklearn, pytest, hypothesis, xdist" \
+	$(BIN)/python -c "import torch, torchvision, dvc, dvclive, yaml, pandas, matplotlib, sklearn, pytest, hypothesis, xdist" \
 		|| { echo "error: installing requirements.txt into $(VENV) failed"; exit 1; }
 	@rm -f $(VENV)/.installed-*
 	@touch $@

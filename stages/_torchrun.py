@@ -6,7 +6,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from stages._device import runtime
+from tost import distributed
+from tost.config import TrainConfig
 from tost.errors import TrainingError
+from tost.runtime import Runtime
 
 
 def torchrun_command(nproc: int, module: str, args: Sequence[str]) -> list[str]:
@@ -30,3 +34,20 @@ def relaunch(nproc: int, module: str, args: Sequence[str] | None) -> None:
         raise TrainingError(
             f"train.nproc={nproc}: a torchrun worker failed (exit code {rc}); its error is printed above"
         )
+
+
+def launched(
+    cfg: TrainConfig, module: str, args: Sequence[str] | None
+) -> tuple[distributed.Launch | None, Runtime] | None:
+    """This process's launch (None outside torchrun) and runtime, or None once it has run `module`.
+
+    With `train.nproc > 1` a process that is not a torchrun worker yet runs `module` again under
+    torchrun (after `runtime` has checked the device settings) and returns None when that ends.
+    """
+    launch = distributed.from_env()
+    nproc = cfg.nproc if launch is None else launch.local_world_size
+    rt = runtime(cfg, nproc)
+    if launch is None and nproc > 1:
+        relaunch(nproc, module, args)
+        return None
+    return launch, rt

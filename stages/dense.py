@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stages._common import PARAMS, data_files, run_stage
 from stages._device import runtime
+from stages._live import live
 from tost import config, data, dense, metrics, models
 from tost.resume import ResumeDir, run_identity
 from tost.sparsity.mask import measured_stats, prunable
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         identity = run_identity(p, dense.SECTIONS, data_files(args.data), exclude=dense.NOT_READ)
         resume = ResumeDir(args.resume, identity) if args.resume else None
-        result = dense.fit(p, prepared, model, rt, resume, discard=False)
+        with live("dense") as log:
+            result = dense.fit(p, prepared, model, rt, resume, discard=False, on_epoch_end=log)
         models.to_file(trained, result.model, p.model, "checkpoint", variant="dense")
         record.update(result.summary)
     metrics.write(record, metrics.DENSE, args.metrics, args.detail)

@@ -7,6 +7,7 @@ CSVs the top-level plots in dvc.yaml draw (one column per variant, or one row pe
 """
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     variants = list(p.tricks.run)
-    for f in report.stale_files(args.stale, variants, list(tricks.VARIANTS)):
-        f.unlink()  # a variant no longer trained: its metrics must not stay in (or go into) a commit
+    for f in report.stale_files(args.stale, variants, list(tricks.VARIANTS)):  # variants no longer
+        shutil.rmtree(f) if f.is_dir() else f.unlink()  # trained: not left in (or put into) a commit
     report.publish(args.records, args.detail, args.curves, variants)
     mask = args.detail / "mask.json"
     df = report.results_table(

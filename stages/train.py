@@ -9,8 +9,8 @@ import logging
 from pathlib import Path
 
 from stages._common import PARAMS, data_files, run_stage
-from stages._device import runtime
-from stages._torchrun import relaunch
+from stages._live import live
+from stages._torchrun import launched
 from tost import config, data, distributed, metrics, models, tricks
 from tost.io import write_csv
 from tost.resume import ResumeDir, run_identity
@@ -29,11 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     p = config.load(PARAMS)
     variant = p.tricks.listed(args.variant)
-    launch = distributed.from_env()
-    nproc = p.train.nproc if launch is None else launch.local_world_size
-    rt = runtime(p.train, nproc)
-    if launch is None and nproc > 1:
-        return relaunch(nproc, "stages.train", argv)
+    if (started := launched(p.train, "stages.train", argv)) is None:
+        return None  # it ran again under torchrun, whose workers did the work
+    launch, rt = started
     with distributed.process_group(rt, launch) as rt:
         logging.getLogger().setLevel(logging.INFO if rt.rank == 0 else logging.WARNING)  # rank 0 reports
         seed_everything(p.seed)
@@ -45,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         used = tricks.build_variant(variant, p.tricks.options)
         trainer = Trainer(model, Mask.load(args.mask)[0], prepared, p.data, p.train, used, rt, p.seed,
                           name=f"train[{variant}]")  # fmt: skip
-        result = trainer.fit(resume, discard=False)
+        with live(f"train/{variant}", rt.rank == 0) as log:
+            result = trainer.fit(resume, log, discard=False)
         if rt.rank == 0:
             kept = tricks.kept(variant, used)  # tricks still on in the last epoch stay in the network
             models.to_file(args.ckpt, result.model, p.model, "checkpoint", kept=kept, variant=variant)

@@ -30,6 +30,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
+from stages import _torchrun as torchrun_glue
 from stages import train as train_stage
 from stages._common import run_stage
 from tests.conftest import one_error_line, repo_params
@@ -222,7 +223,7 @@ def test_more_processes_than_gpus_is_one_line(tmp_path, monkeypatch, capsys, raw
     raw_params["train"]["device"] = device
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train_stage, "relaunch", lambda *a: pytest.fail("torchrun must not start"))
+    monkeypatch.setattr(torchrun_glue, "relaunch", lambda *a: pytest.fail("torchrun must not start"))
     for var in ("LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
     argv = _argv("baseline", tmp_path, tmp_path / "out")  # never read: the error comes first

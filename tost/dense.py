@@ -10,6 +10,7 @@ every experiment that shares them, across sparsities, methods and queued experim
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from torch import nn
 
@@ -40,11 +41,13 @@ def fit(
     rt: Runtime,
     resume: ResumeDir | None = None,
     discard: bool = True,
+    on_epoch_end: Callable[[Trainer], None] | None = None,
 ) -> FitResult:
     """Train `model` without a mask for `dense.epochs` epochs with the train stage's loop and settings.
 
-    `discard=False` keeps the resume file for the stage to delete once its outputs are written.
+    `discard=False` keeps the resume file for the stage to delete once its outputs are written;
+    `on_epoch_end` is `Trainer.fit`'s (the stage logs each epoch live with it).
     """
     cfg = dataclasses.replace(p.train, epochs=p.dense.epochs)
     trainer = Trainer(model, Mask.ones(prunable(model)), prepared, p.data, cfg, [], rt, p.seed, NAME)
-    return trainer.fit(resume, discard=discard)
+    return trainer.fit(resume, on_epoch_end, discard=discard)

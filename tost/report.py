@@ -171,13 +171,16 @@ def accuracies(
 
 
 def stale_files(folders: Sequence[Path], variants: Sequence[str], known: Sequence[str]) -> list[Path]:
-    """Files in `folders` named after a variant of `known` that `variants` (tricks.run) no longer lists.
+    """Entries in `folders` named after a variant of `known` that `variants` (tricks.run) no longer lists.
 
     DVC leaves the metrics of a variant whose stage is gone in the workspace, and an experiment
-    would commit them beside the variants it trained; only tost's own names are touched.
+    would commit them beside the variants it trained; only tost's own names are touched: files
+    `<variant>.<ext>` and folders `<variant>` (DVCLive's).
     """
     gone = set(known) - set(variants)
-    return sorted(f for d in folders if d.is_dir() for f in d.iterdir() if f.is_file() and f.stem in gone)
+    return sorted(
+        f for d in folders if d.is_dir() for f in d.iterdir() if (f.stem if f.is_file() else f.name) in gone
+    )
 
 
 def machine_note(records: Sequence[Path]) -> list[str]:

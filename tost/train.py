@@ -287,8 +287,7 @@ class Trainer:
         The ETA is the mean wall time of this process's epochs times the epochs left, evaluation and
         the tricks' hooks included; a resumed run counts the epochs since it resumed.
         """
-        done = len(self.history) - self.resumed_at
-        eta = self.wall_time / max(done, 1) * (self.cfg.epochs - self.epoch)
+        eta = self.eta()
         test = "-" if math.isnan(row["test_acc"]) else f"{row['test_acc']:.1f}%"
         return (
             f"{self.name} ep {self.epoch}/{self.cfg.epochs} loss {row['train_loss']:.3f} "
@@ -296,6 +295,11 @@ class Trainer:
             f"{row['seconds']:.2f}s {row['images_per_s']:.0f} img/s (wall {row['wall_seconds']:.2f}s; "
             f"elapsed {clock(self.wall_time)}, ETA {clock(eta)})"
         )
+
+    def eta(self) -> float:
+        """Seconds left: the mean wall time of this process's epochs so far times the epochs left."""
+        done = len(self.history) - self.resumed_at
+        return self.wall_time / max(done, 1) * (self.cfg.epochs - self.epoch)
 
     # -- resume --------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

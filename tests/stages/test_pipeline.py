@@ -6,8 +6,11 @@ DVC cache, and a params.yaml shrunk so that the whole pipeline runs in seconds.
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +19,7 @@ import yaml
 
 from sweep.dvc import parse_exp_show
 from tests.conftest import ROOT
-from tests.tinyrepo import copy, run, tiny_params
+from tests.tinyrepo import copy, env, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +151,8 @@ def test_the_files_of_a_variant_no_longer_trained_are_gone(repo):
         assert (repo / "metrics/train/tost.json").exists()
         run(repo, "dvc", "exp", "run", "-n", "only-baseline", "-S", "tricks.run=[baseline]")
         gone = ["metrics/train/tost.json", "metrics/analysis/tost.json", "metrics/analysis/tost.png",
-                "metrics/detail/train/tost.json", "metrics/curves/tost.csv"]  # fmt: skip
+                "metrics/detail/train/tost.json", "metrics/curves/tost.csv",
+                "metrics/live/train/tost/metrics.json"]  # fmt: skip
         assert not [f for f in gone if (repo / f).exists()]
         (rev,) = [e.rev for e in parse_exp_show(run(repo, "dvc", "exp", "show", "--json").stdout)
                   if e.name == "only-baseline"]  # fmt: skip
@@ -156,6 +160,50 @@ def test_the_files_of_a_variant_no_longer_trained_are_gone(repo):
         assert "metrics/train/baseline.json" in files and not set(gone) & set(files)
     finally:
         _clean(repo, forget=("only-baseline",))
+
+
+def _running(repo: Path, name: str) -> tuple[str | None, dict]:
+    """The executor state of experiment `name` and the live metrics `dvc exp show --json` has of it."""
+    for top in json.loads(run(repo, "dvc", "exp", "show", "--json").stdout):
+        for exp in top.get("experiments") or []:
+            if exp.get("name") == name:
+                metrics = ((exp.get("revs") or [{}])[0].get("data") or {}).get("metrics") or {}
+                live = (metrics.get("metrics/live/train/baseline/metrics.json") or {}).get("data") or {}
+                return (exp.get("executor") or {}).get("state"), live.get("live", {}).get("baseline", {})
+    return None, {}
+
+
+def test_a_running_experiment_shows_its_epochs_in_dvc_exp_show(repo):
+    """DVCLive rewrites metrics/live/train/<variant>/metrics.json after every epoch; `dvc exp show`
+    reads it from a queued experiment's temporary workspace while it runs; the headline is unchanged."""
+    _clean(repo)
+    epochs, seen = 80, []
+    try:
+        run(repo, "dvc", "exp", "run", "--queue", "-n", "live-run", "-S", f"train.epochs={epochs}",
+            "-S", "tricks.run=[baseline]")  # fmt: skip
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=repo, env=env(), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline, state = time.monotonic() + 600, None
+        while time.monotonic() < deadline and state not in ("success", "failed"):
+            state, live = _running(repo, "live-run")
+            if state == "running" and live:
+                seen.append((live["epoch"], live["eta_s"]))
+            time.sleep(0.3)
+        assert state == "success", state
+        assert any(0 < epoch < epochs and eta > 0 for epoch, eta in seen), seen  # mid-run, with an ETA
+        (rev,) = [e.rev for e in parse_exp_show(run(repo, "dvc", "exp", "show", "--json").stdout)
+                  if e.name == "live-run"]  # fmt: skip
+        show = lambda path, at=rev: json.loads(run(repo, "git", "show", f"{at}:{path}").stdout)  # noqa: E731
+        final = show("metrics/live/train/baseline/metrics.json")["live"]["baseline"]
+        curve = pd.read_csv(
+            io.StringIO(run(repo, "git", "show", f"{rev}:metrics/curves/baseline.csv").stdout)
+        )
+        assert final["epoch"] == epochs == len(curve)
+        assert final["val_acc"] == round(curve.val_acc.iloc[-1], 2) and final["eta_s"] == 0
+        head = show("metrics/train/baseline.json", "HEAD")
+        assert set(show("metrics/train/baseline.json")) == set(head)  # the headline keys are today's
+    finally:
+        _clean(repo, forget=("live-run",))
 
 
 def _clean(repo: Path, forget: tuple[str, ...] = ()) -> None:
@@ -201,14 +249,20 @@ def _views(repo: Path) -> None:
     variants = _variants(repo)
 
     header = run(repo, "dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
-    per_variant = {v: sum(f"/{v}.json" in c or f"/{v}.pt" in c for c in header) for v in variants}
+    per_variant = {
+        v: sum(f"/{v}.json" in c or f"/{v}.pt" in c or c.startswith(f"live.{v}.") for c in header)
+        for v in variants
+    }
     assert min(per_variant.values()) >= 2  # its headline metrics and its checkpoint are columns
-    # 250 in issue 20; +8: each variant's trick-options file and two code files became deps
-    assert _as_if_six_variants(len(header), per_variant) <= 258, header
+    # 250 in issue 20; +8: each variant's trick-options file and two code files became deps; +17 (275):
+    # DVCLive's live file, three keys a variant and the dense stage, DVCLive's `step` in each, one dep
+    assert _as_if_six_variants(len(header), per_variant) <= 275, header
 
     diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD", "sp85", "--all", "--json").stdout)
     rows = {f: len(m) for f, m in diff.items()}
-    per_variant = {v: sum(n for f, n in rows.items() if f.endswith(f"/{v}.json")) for v in variants}
+    per_variant = {
+        v: sum(n for f, n in rows.items() if f.endswith(f"/{v}.json") or f"/{v}/" in f) for v in variants
+    }
     assert _as_if_six_variants(sum(rows.values()), per_variant) <= 120, diff
     for v in variants:  # each variant's accuracy is there: the committed one, and the experiment's
         acc = diff[f"metrics/train/{v}.json"]["test_acc"]
