@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv repro exps table study budget sparsity fashion wheelhouse test lint format pytest clean-venv
+.PHONY: help venv repro exps plots table study budget sparsity fashion wheelhouse test lint format pytest clean-venv
 
 ## make help: every target, one line each (from these comments)
 help:
@@ -39,6 +39,11 @@ repro: venv
 ##   (EXPS_ARGS="-A": every commit's experiments; EXPS_ARGS="--metric best_val_acc": another metric)
 exps: venv
 	@$(BIN)/python -m sweep.exps $(EXPS_ARGS)
+
+## make plots: the plots as one page that renders offline (dvc_plots/index.html), vega bundled;
+##   npm fetches vega, vega-lite and vega-embed once into .cache/vega (PLOTS_REVS="HEAD exp-1": a diff)
+plots: venv
+	@$(BIN)/python -m sweep.offline_plots $(PLOTS_REVS)
 
 ## make table: the paper-style table (mask methods x variants x seeds) from DVC experiments;
 ##   PRESET=paper: the paper's CIFAR-10 / ResNet-18 setting (GPU); QUICK=1: toy sizes on digits (CPU)

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     stats, samples = analysis.activation_stats(model, test, p.analysis.batches, p.analysis.near_zero, rt)
     record = {"variant": args.variant, **analysis.summary(stats), "layers": stats}
     metrics.write(record, metrics.ANALYSIS, args.metrics, args.detail)
-    analysis.plot_histograms(samples, stats, p.analysis.bins, args.plot)
+    title = f"{args.variant}, {p.prune.method} mask at {p.prune.sparsity:g}, {p.model.arch} w{p.model.width}"
+    analysis.plot_histograms(samples, stats, p.analysis.bins, args.plot, title)
 
 
 if __name__ == "__main__":

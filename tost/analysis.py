@@ -103,9 +103,13 @@ def summary(stats: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def plot_histograms(
-    samples: dict[str, Tensor], stats: dict[str, dict[str, float]], bins: int, path: Path
+    samples: dict[str, Tensor], stats: dict[str, dict[str, float]], bins: int, path: Path, title: str = ""
 ) -> None:
     """One small histogram per activation site, titled with its exactly-zero fraction.
+
+    `title` names the run (variant, mask, sparsity): the PNG is shown alone, in `dvc plots show`
+    among the other variants' and in a `dvc plots diff`, so it must say what it is. Five columns of
+    1.8 inches at 100 dpi fit a page (900 pixels wide).
 
     The counts are computed with numpy and drawn as one step line each (`stairs`), with a fixed
     layout: drawing thousands of bar patches and `tight_layout` took ten seconds for a ResNet-20.
@@ -119,23 +123,28 @@ def plot_histograms(
     from tost.io import atomic_path
 
     names = list(samples)
-    cols = 4
+    cols = 5
     rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, names, strict=False):
+    height = 1.75 * rows + 0.5  # inches: the titles and the axis labels get a fixed margin
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, height), squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes.flat, names, strict=False)):
         counts, edges = np.histogram(samples[name].numpy(), bins=bins)
         ax.stairs(np.maximum(counts, 0.5), edges, fill=True, color="#3b75af")  # 0.5: empty bins on a log axis
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.8)  # empty bins (drawn at 0.5) stay out of sight
         ax.set_title(f"{name}\nzero {100 * stats[name]['zero_fraction']:.1f}%", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=5)
+        if i % cols == 0:
+            ax.set_ylabel("count (log)", fontsize=6)
+        if i + cols >= len(names):  # the lowest panel of its column
+            ax.set_xlabel("activation value", fontsize=6)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    height = 2.2 * rows  # inches: the title and the top row's titles get a fixed margin
-    fig.suptitle("activation values per site (log count)", fontsize=9, y=1 - 0.08 / height)
+    heading = f"{title}: activation values per site" if title else "activation values per site"
+    fig.suptitle(heading, fontsize=8, y=1 - 0.06 / height)
     fig.subplots_adjust(
-        left=0.05, right=0.98, bottom=0.3 / height, top=1 - 0.95 / height, hspace=0.9, wspace=0.25
+        left=0.07, right=0.99, bottom=0.45 / height, top=1 - 0.7 / height, hspace=0.85, wspace=0.3
     )
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

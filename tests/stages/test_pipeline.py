@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweep import offline_plots
 from sweep.dvc import parse_exp_show
 from tests.conftest import ROOT
 from tests.tinyrepo import copy, env, run, tiny_params
@@ -303,6 +305,14 @@ def _views(repo: Path) -> None:
         for field in ("kept_fraction", *variants):
             assert f'"{field}"' in html  # the data went in, not only the titles
     assert "sp85" in html and head in html  # plots diff: both experiments
+    page = repo / "offline.html"  # `make plots`: the libraries inline (stand-ins here), no CDN script
+    page.write_text(offline_plots.template({"vega": "/*V*/", "vega-lite": "/*L*/", "vega-embed": "/*E*/"}))
+    run(repo, "dvc", "plots", "show", "--html-template", str(page), "-o", "dvc_offline")
+    html = (repo / "dvc_offline" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "/*E*/" in html and "test accuracy by epoch" in html
+    assert '"color": {"field": "field"' in html  # one colour per variant (.dvc/plots/variants.json)
+    page.unlink()
+    shutil.rmtree(repo / "dvc_offline")
     _clean(repo)
 
     # The dense network is trained once per seed: an experiment of seed 7 at another sparsity, started
