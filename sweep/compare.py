@@ -31,7 +31,7 @@ from tost.io import atomic_path, write_text
 
 COLUMNS = ["method", "sparsity", "variant", "n_seeds", "mean", "gain", "within_noise", "weights_evaluated"]
 PER_SEED = ["seeds", "values"]  # optional: tables made before they were recorded lack them
-OPTIONAL = ["gain_std", "collapsed_seeds", "diverged_seeds", "precision", *PER_SEED]
+OPTIONAL = ["gain_std", "collapsed_seeds", "diverged_seeds", "cut_seeds", "precision", *PER_SEED]
 
 
 def load(settings: Mapping[str, Path] | Sequence[tuple[str, Path]], same_cells: bool = True) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def load(settings: Mapping[str, Path] | Sequence[tuple[str, Path]], same_cells: 
     for name, path in pairs:
         if not path.exists():
             raise FileNotFoundError(f"{name}: {path}: no such table (run `python -m sweep` first)")
-        df = pd.read_csv(path, dtype={c: str for c in PER_SEED})
+        df = pd.read_csv(path, dtype={c: str for c in [*PER_SEED, "cut_seeds"]})
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"{name}: {path}: not a sweep table (no column {', '.join(missing)})")
@@ -282,8 +282,11 @@ def sparsity_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> 
         b = base.loc[(m, sp)]
         collapsed = int(b.collapsed_seeds) if pd.notna(b.collapsed_seeds) else 0
         diverged = int(b.diverged_seeds) if pd.notna(b.get("diverged_seeds")) else 0
-        row.append(f"{b['mean']:.2f}" + (f" †{collapsed}/{int(b.n_seeds)}" if collapsed else "")
-                   + (f" §{diverged}" if diverged else ""))  # fmt: skip
+        cut = str(b.get("cut_seeds")) if pd.notna(b.get("cut_seeds")) else ""
+        marks = (f" †{collapsed}/{int(b.n_seeds)}" if collapsed else "") + (
+            f" §{diverged}" if diverged else ""
+        )
+        row.append(f"{b['mean']:.2f}{marks}" + (f" ✂ seed {cut}" if cut.strip() else ""))
     lines.append("| baseline (accuracy) | | " + " | ".join(row) + " |")
     larger = summary(df).larger
     for variant in [v for v in dict.fromkeys(df.variant) if v != "baseline"]:
@@ -303,7 +306,8 @@ def sparsity_markdown(df: pd.DataFrame, settings: Sequence[str], title: str) -> 
         "(|gain| < 2 × std). †k/n: in k of n seeds the mask empties whole layers (layer collapse). "
         "‡: evaluated with more weights than `baseline` (the jumps kept in the final network). "
         "§k: in k seeds the variant's loss became non-finite and its run stopped there, with the "
-        "epochs before as its result (`train.on_divergence: stop`). "
+        "epochs before as its result (`train.on_divergence: stop`). ✂ seed k: the mask of seed k "
+        "leaves no path from input to output, so no variant is trained and the seed is not in the means. "
         f"—: not measured. Precision of the runs: {', '.join(precisions) or 'not recorded'}.",
         "",
     ]

@@ -162,7 +162,7 @@ def _label(rows: pd.DataFrame, method: str) -> str:
     collapsed, seeds = int(rows.collapsed_seeds.max()), int(rows.n_seeds.max())
     label = f"{label} † {collapsed}/{seeds}" if collapsed else label
     cut = str(rows.cut_seeds.iloc[0]) if "cut_seeds" in rows and rows.cut_seeds.notna().any() else ""
-    return f"{label} ‡ seed {cut}" if cut.strip() else label
+    return f"{label} ✂ seed {cut}" if cut.strip() else label
 
 
 METRICS = {
@@ -204,7 +204,7 @@ def to_markdown(
         )
     if df.get("cut_seeds", pd.Series(dtype=str)).fillna("").astype(str).str.strip().any():
         lines.append(
-            "‡ seed k: the mask of seed k leaves no path from input to output (a layer that nothing "
+            "✂ seed k: the mask of seed k leaves no path from input to output (a layer that nothing "
             "bypasses is pruned empty), so the network's output cannot depend on its input; no variant "
             "is trained and the seed is left out of the means (its reason: metrics/experiments/)."
         )

@@ -112,7 +112,7 @@ def test_a_cell_whose_mask_cuts_the_network_is_a_recorded_result(quick_cells, mo
     assert kept.experiment.name == cut.name and "leaves no path" in kept.cut
     table = Path("metrics/table-quick.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith(f"| {LABELS[cut.method]}"))
-    assert f"‡ seed {cut.seed}" in row and "‡ seed k: the mask of seed k leaves no path" in table
+    assert f"✂ seed {cut.seed}" in row and "✂ seed k: the mask of seed k leaves no path" in table
     df = pd.read_csv("metrics/table-quick.csv", dtype={"seeds": str, "cut_seeds": str})
     base = df[(df.method == cut.method) & (df.sparsity == cut.sparsity) & (df.variant == "baseline")].iloc[0]
     assert str(cut.seed) not in str(base.seeds).split() and str(base.cut_seeds) == str(cut.seed)

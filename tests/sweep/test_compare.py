@@ -158,6 +158,8 @@ def test_gains_against_sparsity_join_a_settings_tables_and_show_both_protocols(t
     at99.loc[(at99.method == "snip") & (at99.variant == "baseline"), "collapsed_seeds"] = 2
     at99["diverged_seeds"] = 0
     at99.loc[(at99.method == "random") & (at99.variant == "ghost_skip"), "diverged_seeds"] = 1
+    at99["cut_seeds"] = ""
+    at99.loc[at99.method == "random", "cut_seeds"] = "2"  # seed 2's mask cut the network
     at99.to_csv(tmp_path / "99.csv", index=False)
     up = at99[at99.variant != "tost"].assign(gain=[float("nan"), 3.0, float("nan"), 4.0], diverged_seeds=0)
     up.loc[up.variant != "baseline", "weights_evaluated"] = 300
@@ -167,7 +169,8 @@ def test_gains_against_sparsity_join_a_settings_tables_and_show_both_protocols(t
                   f"upstream={tmp_path / 'up.csv'}", "--out", str(out), "--plot", "sparsity"])  # fmt: skip
     md = (tmp_path / "sp.md").read_text()
     assert "| variant | setting | RP 0.95 | RP 0.99 | SNIP 0.95 | SNIP 0.99 |" in md
-    assert "| baseline (accuracy) | | 70.00 | 70.00 | 71.00 | 71.00 †2/2 |" in md
+    assert "| baseline (accuracy) | | 70.00 | 70.00 ✂ seed 2 | 71.00 | 71.00 †2/2 |" in md
+    assert "✂ seed k: the mask of seed k leaves no path" in md
     assert (
         "| ghost_skip | default | -0.60 | +1.00 ± 0.50 §1 | -0.30~ | +2.00~ ± 0.50 |" in md
     )  # a seed diverged
