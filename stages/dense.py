@@ -30,15 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     record = {"epochs": p.dense.epochs, "weights": measured_stats(prunable(model, True, True)).total}
     record["machine"] = rt.machine()
     resume = None
-    if p.dense.epochs == 0:
-        trained.unlink(missing_ok=True)  # no dense network: the methods prune the initialisation
-    else:
-        identity = run_identity(p, dense.SECTIONS, data_files(args.data), exclude=dense.NOT_READ)
-        resume = ResumeDir(args.resume, identity) if args.resume else None
-        with live("dense") as log:
+    with live("dense") as log:  # entered even with no epochs: dvc.yaml declares its file an output
+        if p.dense.epochs == 0:
+            trained.unlink(missing_ok=True)  # no dense network: the methods prune the initialisation
+        else:
+            identity = run_identity(p, dense.SECTIONS, data_files(args.data), exclude=dense.NOT_READ)
+            resume = ResumeDir(args.resume, identity) if args.resume else None
             result = dense.fit(p, prepared, model, rt, resume, discard=False, on_epoch_end=log)
-        models.to_file(trained, result.model, p.model, "checkpoint", variant="dense")
-        record.update(result.summary)
+            models.to_file(trained, result.model, p.model, "checkpoint", variant="dense")
+            record.update(result.summary)
     metrics.write(record, metrics.DENSE, args.metrics, args.detail)
     if resume is not None:
         resume.discard(dense.NAME)  # after the outputs: a kill before this line resumes, loses nothing

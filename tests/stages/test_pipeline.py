@@ -98,6 +98,22 @@ def test_changing_sparsity_reruns_mask_and_after_but_not_data(repo):
         run(repo, "dvc", "checkout", "-q", check=False)
 
 
+def test_the_dense_stage_runs_under_dvc_with_no_dense_epochs(repo):
+    """random and snip prune the initialisation (dense.epochs 0, as the budget and sparsity studies do):
+    the stage must still write every output dvc.yaml declares, the live file included."""
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["dense"]["epochs"] = 0
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        out = run(repo, "dvc", "repro", "-s", "dense").stdout
+        assert "Running stage 'dense'" in out
+        assert json.loads((repo / "metrics" / "live" / "dense" / "metrics.json").read_text()) == {}
+        assert not (repo / "artifacts" / "dense" / "trained.pt").exists()
+    finally:
+        run(repo, "git", "checkout", "--", ".")
+        run(repo, "dvc", "checkout", "-q", check=False)
+
+
 def _status(repo: Path) -> set[str]:
     """Stages `dvc status` reports as changed."""
     out = json.loads(run(repo, "dvc", "status", "--json").stdout or "{}")
