@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -214,6 +215,28 @@ def test_on_divergence_stop_ends_with_the_last_good_epochs_network_and_says_wher
     assert same == {k: clean.summary[k] for k in same}  # the numbers of the two epochs that finished
     for a, b in zip(stopped.model.state_dict().values(), clean.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_on_divergence_stop_in_the_first_epoch_ends_with_the_starting_network_as_its_result(
+    raw_params, tiny_data
+):
+    """No epoch finished: the cell's result is the untrained network's, recorded as diverged at 1."""
+    p, net, mask = _tiny_run(raw_params, epochs=3, on_divergence="stop")
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    trainer = Trainer(net, mask, tiny_data, p.data, p.train, [], Runtime.cpu(), 0)
+    trainer.loss = lambda logits, *_: logits.sum() * float("nan")
+    res = trainer.fit()
+    for name, value in res.model.state_dict().items():
+        assert torch.equal(value, start[name]), name
+    fresh = Trainer(_net(), mask, tiny_data, p.data, p.train, [], Runtime.cpu(), 0)
+    fresh.model.load_state_dict(start)
+    test_loss, test_acc = fresh.evaluations[1](fresh.graph_key())
+    (row,) = res.history
+    assert (row["epoch"], row["test_loss"], row["test_acc"]) == (0, test_loss, test_acc)
+    assert all(math.isfinite(v) for v in row.values())
+    s = res.summary
+    assert (s["diverged_epoch"], s["diverged_step"], s["epochs"], s["best_epoch"]) == (1, 1, 0, 0)
+    assert s["test_acc"] == test_acc and s["images_per_s"] == 0.0
 
 
 @pytest.mark.parametrize("max_norm", [0.0, 0.05])

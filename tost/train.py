@@ -361,7 +361,7 @@ class Trainer:
             try:
                 self.run_epoch()
             except Diverged as err:
-                if good is None or not self.history:  # nothing trained yet: no result to keep
+                if good is None:
                     raise
                 self._stop(err, good)
                 break
@@ -391,9 +391,28 @@ class Trainer:
         self.diverged = (err.epoch, err.step)
         log.warning("%s: loss became non-finite at epoch %d, step %d; stopped with epoch %d's network "
                     "(train.on_divergence: stop)", self.name, err.epoch, err.step, self.epoch)  # fmt: skip
+        if not self.history:  # the first epoch diverged: the result is the network it started from
+            self.history.append(self._untrained_row())
+            return
         last = self.history[-1]
         if math.isnan(last["test_acc"]):  # test_every_epoch: false left the last good epoch untested
             last["test_loss"], last["test_acc"] = self.evaluations[1](self.graph_key())
+
+    def _untrained_row(self) -> dict[str, float]:
+        """Epoch 0: the starting network on every split, as a run that diverged in its first epoch ends.
+
+        Without it such a cell would have no number, and a study would have to rerun or drop it;
+        the training split is measured like the others (eval mode, no augmentation), since no
+        epoch's running mean exists.
+        """
+        key, (val, test) = self.graph_key(), self.evaluations
+        train_loss, train_acc = Evaluation(self.model, self.train_loader, self.rt, None)(key)
+        (val_loss, val_acc), (test_loss, test_acc) = val(key), test(key)
+        row = {"epoch": 0, "lr": self.opt.param_groups[0]["lr"], "train_loss": train_loss,
+               "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss,
+               "test_acc": test_acc, "seconds": 0.0, "images_per_s": 0.0, "wall_seconds": 0.0}  # fmt: skip
+        log.info("%s", self.progress_line(row))
+        return row
 
     def _tricks_at(self, epoch: int) -> None:
         """The tricks' state of `epoch` (their schedules are functions of the epoch alone).
@@ -456,6 +475,8 @@ class Trainer:
             summary.update(t.metrics())
         if self.diverged is not None:
             summary.update(diverged_epoch=self.diverged[0], diverged_step=self.diverged[1])
+            if self.history[-1]["epoch"] == 0:  # no epoch finished: nothing was trained, nothing timed
+                summary.update(epochs=0, images_per_s=0.0)
         if any(not math.isfinite(v) for v in summary.values() if isinstance(v, float)):
             raise TrainingError(f"{self.name}: non-finite summary metrics: {summary}")
         return FitResult(model=model, history=self.history, summary=summary, mask=self.mask, extra=self.extra)
